@@ -1,0 +1,21 @@
+"""Every domain router under /v1, in one place."""
+
+from fastapi import APIRouter
+
+from tickets.auth.router import router as api_keys_router
+from tickets.galas.router import router as galas_router
+from tickets.orders.router import comp_router, promo_router
+from tickets.orders.router import router as orders_router
+from tickets.seating.router import router as seating_router
+from tickets.ticket_types.router import router as ticket_types_router
+from tickets.tickets.router import router as tickets_router
+
+api_router = APIRouter(prefix="/v1")
+api_router.include_router(galas_router)
+api_router.include_router(seating_router)
+api_router.include_router(ticket_types_router)
+api_router.include_router(promo_router)
+api_router.include_router(orders_router)
+api_router.include_router(comp_router)
+api_router.include_router(tickets_router)
+api_router.include_router(api_keys_router)

@@ -1,0 +1,135 @@
+"""Engines and sessions. One request is one transaction, committed before the response is sent.
+
+SQLite: WAL, foreign keys, a busy timeout, and `BEGIN IMMEDIATE` for every transaction that may
+write, so writers queue on the database lock instead of failing half-way through an upgrade from a
+read lock. Read-only requests use a deferred `BEGIN` and never block writers (WAL).
+
+PostgreSQL: asyncpg, a fixed pool (`max_overflow=0`: an overflow connection is closed on return,
+which would start a new backend per request under load) and a server-side `lock_timeout`, so a
+lock wait becomes a retryable `409 busy` instead of an open-ended stall.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import DateTime, event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from tickets.clock import as_utc
+from tickets.config import Settings
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+READ_ONLY = "tickets_read_only"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on both engines (SQLite stores it without the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:  # noqa: ARG002
+        return None if value is None else as_utc(value)
+
+
+def make_engine(settings: Settings) -> AsyncEngine:
+    """The async engine for DATABASE_URL, tuned per backend."""
+    url = settings.database_url
+    if settings.is_sqlite:
+        engine = create_async_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        _configure_sqlite(engine, busy_timeout_ms=max(settings.db_lock_timeout_ms, 5000))
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=0,
+        pool_recycle=1800,
+        connect_args={
+            "server_settings": {
+                "application_name": "tickets",
+                "lock_timeout": str(settings.db_lock_timeout_ms),
+                "idle_in_transaction_session_timeout": "60000",
+            }
+        },
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so that BEGIN is ours (IMMEDIATE for writers).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@dataclass
+class Database:
+    """The engine and the two session factories of one process."""
+
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    read_sessions: async_sessionmaker[AsyncSession]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        engine = make_engine(settings)
+        read_engine = engine.execution_options(**{READ_ONLY: True})
+        return cls(
+            engine=engine,
+            sessions=async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False),
+            read_sessions=async_sessionmaker(read_engine, class_=AsyncSession, expire_on_commit=False),
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's transaction: committed after the route returns, rolled back if it raises."""
+    db: Database = request.app.state.db
+    factory = db.read_sessions if request.method in ("GET", "HEAD") else db.sessions
+    async with factory() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -1,0 +1,145 @@
+"""Idempotent writes: the first answer to an `Idempotency-Key` is stored and replayed.
+
+The key is claimed in a transaction of its own (a unique row, state `in_flight`) before the work
+starts, so two concurrent requests with one key can never both do the work: the second sees the
+claim and gets `409 busy`. A success is written in the request's own transaction, atomically with
+the work itself; a refusal that will not change on retry (a 4xx other than 409 busy and 429) is
+stored after the rollback. Answers meant to be retried (409 busy, 429, 5xx) are not stored: the
+claim is dropped instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from tickets.clock import utc_now
+from tickets.db import Database
+from tickets.ids import new_id
+from tickets.orders.errors import IdempotencyKeyReused
+from tickets.orders.models import IdempotencyRecord
+from tickets.problems import PROBLEM_MEDIA_TYPE, Busy, ProblemError, ValidationFailed, problem_from_error
+
+STALE_AFTER = timedelta(minutes=2)  # a claim this old belongs to a crashed request: take it over
+
+
+def _hash(body: BaseModel) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _retryable(status: int) -> bool:
+    return status >= 500 or status == 429
+
+
+async def _claim(db: Database, *, scope: str, key: str, request_hash: str) -> IdempotencyRecord | str:
+    """Claim the key; returns the record id, or the finished record to replay."""
+    now = utc_now()
+    record_id = new_id("idem")
+    async with db.sessions() as s:
+        try:
+            s.add(IdempotencyRecord(id=record_id, scope=scope, key=key, request_hash=request_hash, created_at=now))
+            await s.commit()
+            return record_id
+        except IntegrityError:
+            await s.rollback()
+    async with db.sessions() as s:
+        existing = (
+            await s.execute(
+                select(IdempotencyRecord).where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
+            )
+        ).scalar_one_or_none()
+        if existing is None:
+            raise Busy("The Idempotency-Key is being released; retry.")
+        if existing.request_hash != request_hash:
+            raise IdempotencyKeyReused("This Idempotency-Key was already used with a different request body.")
+        if existing.state == "done":
+            return existing
+        if existing.created_at > now - STALE_AFTER:
+            raise Busy("A request with this Idempotency-Key is still being processed.", retry_after=1)
+        taken = await s.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.id == existing.id, IdempotencyRecord.created_at == existing.created_at)
+            .values(created_at=now)
+        )
+        await s.commit()
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            raise Busy("A request with this Idempotency-Key is still being processed.", retry_after=1)
+        return existing.id
+
+
+async def _forget(db: Database, record_id: str) -> None:
+    async with db.sessions() as s:
+        await s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
+        await s.commit()
+
+
+async def run(
+    request: Request,
+    session: AsyncSession,
+    *,
+    scope: str,
+    key: str | None,
+    body: BaseModel,
+    status_code: int,
+    handler: Callable[[], Awaitable[Any]],
+) -> JSONResponse:
+    """Run `handler` at most once per (scope, key); replay its stored answer to retries."""
+    if key is None:
+        return JSONResponse(jsonable_encoder(await handler()), status_code=status_code)
+    if not (1 <= len(key) <= 255) or not key.isprintable():
+        raise ValidationFailed(
+            "Idempotency-Key must be 1 to 255 printable characters.",
+            errors=[{"loc": ["header", "Idempotency-Key"], "msg": "1 to 255 printable characters"}],
+        )
+    db: Database = request.app.state.db
+    # End the request's transaction so far (the key lookup): on SQLite it would hold the write lock
+    # that the claim's own transaction needs.
+    await session.commit()
+    claimed = await _claim(db, scope=scope, key=key, request_hash=_hash(body))
+    if isinstance(claimed, IdempotencyRecord):
+        media = PROBLEM_MEDIA_TYPE if (claimed.status_code or 200) >= 400 else "application/json"
+        return JSONResponse(
+            json.loads(claimed.response_body or "null"),
+            status_code=claimed.status_code or 200,
+            media_type=media,
+            headers={"Idempotent-Replayed": "true"},
+        )
+    record_id = claimed
+    try:
+        result = jsonable_encoder(await handler())
+    except ProblemError as exc:
+        await session.rollback()
+        if _retryable(exc.status) or isinstance(exc, Busy):
+            await _forget(db, record_id)
+        else:
+            response = problem_from_error(request, exc)
+            async with db.sessions() as s:
+                await s.execute(
+                    update(IdempotencyRecord)
+                    .where(IdempotencyRecord.id == record_id)
+                    .values(state="done", status_code=exc.status, response_body=bytes(response.body).decode())
+                )
+                await s.commit()
+        raise
+    except BaseException:
+        await session.rollback()
+        await _forget(db, record_id)
+        raise
+    await session.execute(
+        update(IdempotencyRecord)
+        .where(IdempotencyRecord.id == record_id)
+        .values(state="done", status_code=status_code, response_body=json.dumps(result))
+    )
+    return JSONResponse(result, status_code=status_code)

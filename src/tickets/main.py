@@ -1,0 +1,126 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from tickets import __version__
+from tickets.api import api_router
+from tickets.config import Settings, get_settings
+from tickets.db import Database
+from tickets.health import router as health_router
+from tickets.jobs import run_periodically
+from tickets.keys import KeyRing
+from tickets.logs import configure_logging
+from tickets.middleware import RequestContextMiddleware
+from tickets.orders import service as orders_service
+from tickets.problems import Problem, register_problem_handlers
+
+DESCRIPTION = """
+Event ticketing and gala registration: galas, seat inventory, orders paid through Stripe,
+QR-coded tickets and door check-in.
+
+* Money is an integer in minor units plus an ISO 4217 `currency`.
+* Errors are RFC 9457 `application/problem+json` with a stable machine `code`.
+* Lists are `{"data": [...], "next_cursor": ...}`; pass `cursor` to get the next page.
+* Staff authenticate with `Authorization: Bearer <API key>`; buyers read their order with
+  `X-Order-Token: <access_token>`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    db = Database.from_settings(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        tasks = []
+        if run_jobs:
+            tasks.append(
+                asyncio.create_task(
+                    run_periodically(
+                        db,
+                        orders_service.expire_due_orders,
+                        name="orders.expire",
+                        interval=settings.sweep_interval_seconds,
+                    )
+                )
+            )
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await db.engine.dispose()
+
+    app = FastAPI(
+        title="tickets",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "Galas", "description": "Events and their sale status."},
+            {"name": "Seating", "description": "Sections, seats, general areas and the seat map."},
+            {"name": "Ticket types", "description": "Price tiers."},
+            {"name": "Orders", "description": "Holding seats, buying, cancelling."},
+            {"name": "Promo codes", "description": "Discount codes per gala."},
+            {"name": "API keys", "description": "Staff credentials and roles."},
+            {"name": "Operations", "description": "Health and readiness."},
+        ],
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.keys = KeyRing(settings.resolved_secret_key())
+    app.state.public_base_url = settings.public_base_url
+
+    register_problem_handlers(app)
+    app.include_router(health_router)
+    app.include_router(api_router)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "X-Order-Token",
+                "X-Request-ID",
+            ],
+            expose_headers=["Retry-After", "X-Request-ID"],
+            max_age=600,
+        )
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    _add_problem_schema(app)
+    return app
+
+
+def _add_problem_schema(app: FastAPI) -> None:
+    original = app.openapi
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def app_factory() -> FastAPI:
+    """Entry point for uvicorn workers (`tickets.main:app_factory`, factory mode)."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

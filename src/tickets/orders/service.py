@@ -1,0 +1,613 @@
+"""Orders: hold seats and places all or nothing, price them, and settle, cancel or expire them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from tickets.auth.service import Principal
+from tickets.config import Settings
+from tickets.db import Database
+from tickets.galas.errors import GalaNotFound, GalaNotOnSale
+from tickets.galas.models import Gala, GalaStatus
+from tickets.ids import new_id
+from tickets.orders.errors import (
+    DuplicatePromoCode,
+    InvalidItem,
+    OrderExpired,
+    OrderNotFound,
+    OrderNotPending,
+    PaymentsNotConfigured,
+    PromoCodeExhausted,
+    PromoCodeInvalid,
+    PromoCodeNotFound,
+    SalesEnded,
+    SalesNotOpen,
+    SeatUnavailable,
+    SoldOut,
+    TableNotFound,
+    TooFewTickets,
+    TooManyTickets,
+)
+from tickets.orders.models import (
+    PAID_STATUSES,
+    DiscountKind,
+    Order,
+    OrderItem,
+    OrderStatus,
+    PaymentProvider,
+    PromoCode,
+)
+from tickets.orders.schemas import OrderCreate, PromoCodeCreate, PromoCodeUpdate
+from tickets.pagination import paginate
+from tickets.seating import holds
+from tickets.seating.models import Seat, Section, SectionKind
+from tickets.ticket_types.models import TicketType
+from tickets.tickets import service as ticket_service
+
+log = logging.getLogger("tickets.orders")
+
+
+@dataclass
+class Line:
+    """One ticket to hold and sell."""
+
+    index: int
+    ticket_type: TicketType
+    seat_id: str | None = None
+    table: str | None = None
+    section_id: str | None = None
+    seat_label: str | None = None
+    attendee_name: str | None = None
+    attendee_email: str | None = None
+    dietary: str | None = None
+    price: int = 0
+    discount: int = 0
+
+
+@dataclass
+class Plan:
+    gala: Gala
+    lines: list[Line]
+    sections: dict[str, Section]
+    promo: PromoCode | None = None
+    general: list[tuple[TicketType, str | None, list[Line]]] = field(default_factory=list)
+
+    @property
+    def subtotal(self) -> int:
+        return sum(line.price for line in self.lines)
+
+    @property
+    def discount(self) -> int:
+        return sum(line.discount for line in self.lines)
+
+
+def effective_status(order: Order, now: datetime) -> OrderStatus:
+    """A pending order past `expires_at` is expired at once, whether or not the sweeper has run."""
+    if order.status == OrderStatus.pending and order.expires_at is not None and order.expires_at <= now:
+        return OrderStatus.expired
+    return OrderStatus(order.status)
+
+
+def _item_error(index: int, msg: str, cls: type[InvalidItem] = InvalidItem) -> InvalidItem:
+    return cls(f"items[{index}]: {msg}", errors=[{"loc": ["body", "items", index], "msg": msg}])
+
+
+async def _load_plan(session: AsyncSession, body: OrderCreate, *, box_office: bool, now: datetime) -> Plan:
+    gala = await session.get(Gala, body.gala_id)
+    if gala is None or (gala.status == GalaStatus.draft and not box_office):
+        raise GalaNotFound(f"No gala {body.gala_id}.")
+    if box_office:
+        if gala.status not in (GalaStatus.on_sale, GalaStatus.closed):
+            raise GalaNotOnSale(f"Gala {gala.id} is {gala.status}.", status=gala.status)
+    elif gala.status != GalaStatus.on_sale:
+        raise GalaNotOnSale(f"Gala {gala.id} is {gala.status}, not on sale.", status=gala.status)
+
+    tt_ids = sorted({item.ticket_type_id for item in body.items})
+    tts = {
+        tt.id: tt
+        for tt in (
+            await session.execute(select(TicketType).where(TicketType.gala_id == gala.id, TicketType.id.in_(tt_ids)))  # type: ignore[attr-defined]
+        ).scalars()
+    }
+    section_ids = sorted({s for tt in tts.values() for s in tt.section_ids})
+    sections = {
+        s.id: s
+        for s in (await session.execute(select(Section).where(Section.id.in_(section_ids)))).scalars()  # type: ignore[attr-defined]
+    }
+    plan = Plan(gala=gala, lines=[], sections=sections)
+    tables: dict[str, list[tuple[int, TicketType]]] = {}
+    general: dict[tuple[str, str | None], list[Line]] = {}
+    for index, item in enumerate(body.items):
+        tt = tts.get(item.ticket_type_id)
+        if tt is None:
+            raise _item_error(index, f"no ticket type {item.ticket_type_id} in this gala")
+        if not box_office:
+            if tt.sales_start is not None and now < tt.sales_start:
+                raise SalesNotOpen(f"Sales for {tt.name} open at {tt.sales_start.isoformat()}.", ticket_type_id=tt.id)
+            if tt.sales_end is not None and now >= tt.sales_end:
+                raise SalesEnded(f"Sales for {tt.name} ended at {tt.sales_end.isoformat()}.", ticket_type_id=tt.id)
+        kinds = {sections[s].kind for s in tt.section_ids if s in sections}
+        reserved = kinds == {SectionKind.reserved}
+        attendee = {
+            "attendee_name": item.attendee_name,
+            "attendee_email": item.attendee_email,
+            "dietary": item.dietary,
+        }
+        if reserved:
+            if item.seat_id is not None:
+                plan.lines.append(Line(index=index, ticket_type=tt, seat_id=item.seat_id, **attendee))
+            elif item.table is not None:
+                tables.setdefault(item.table, []).append((index, tt))
+            else:
+                raise _item_error(index, f"{tt.name} is for reserved seating: give a seat_id or a table")
+        else:
+            if item.seat_id is not None or item.table is not None:
+                raise _item_error(index, f"{tt.name} is general admission: give a quantity, not a seat or table")
+            if item.section_id is not None and item.section_id not in tt.section_ids:
+                raise _item_error(index, f"{tt.name} is not sold in section {item.section_id}")
+            bucket = general.setdefault((tt.id, item.section_id), [])
+            for _ in range(item.quantity or 1):
+                line = Line(index=index, ticket_type=tt, section_id=item.section_id, **attendee)
+                plan.lines.append(line)
+                bucket.append(line)
+    if tables:
+        await _expand_tables(session, plan, tables)
+    plan.general = [(tts[tt_id], section_id, lines) for (tt_id, section_id), lines in general.items()]
+
+    seen: set[str] = set()
+    for line in plan.lines:
+        if line.seat_id is not None:
+            if line.seat_id in seen:
+                raise _item_error(line.index, f"seat {line.seat_id} is asked for twice")
+            seen.add(line.seat_id)
+    _check_counts(plan, box_office=box_office)
+    return plan
+
+
+async def _expand_tables(session: AsyncSession, plan: Plan, tables: dict[str, list[tuple[int, TicketType]]]) -> None:
+    rows = await session.execute(
+        select(Seat.id, Seat.table, Seat.section_id)
+        .where(Seat.gala_id == plan.gala.id, Seat.table.in_(sorted(tables)))  # type: ignore[union-attr]
+        .order_by(Seat.position)
+    )
+    by_table: dict[str, list[tuple[str, str]]] = {}
+    for seat_id, table, section_id in rows.tuples():
+        by_table.setdefault(table, []).append((seat_id, section_id))
+    for table, requests in tables.items():
+        for index, tt in requests:
+            if len(requests) > 1:
+                raise _item_error(index, f"table {table} is asked for twice")
+            seats = by_table.get(table)
+            if not seats:
+                raise _item_error(index, f"no table {table} in this gala", TableNotFound)
+            if any(section_id not in tt.section_ids for _, section_id in seats):
+                raise _item_error(index, f"{tt.name} is not sold at table {table}")
+            for seat_id, _ in seats:
+                plan.lines.append(Line(index=index, ticket_type=tt, seat_id=seat_id, table=table))
+
+
+def _check_counts(plan: Plan, *, box_office: bool) -> None:
+    per_type: dict[str, int] = {}
+    for line in plan.lines:
+        per_type[line.ticket_type.id] = per_type.get(line.ticket_type.id, 0) + 1
+    types = {line.ticket_type.id: line.ticket_type for line in plan.lines}
+    for tt_id, count in per_type.items():
+        tt = types[tt_id]
+        if count < tt.min_per_order:
+            raise TooFewTickets(f"{tt.name}: at least {tt.min_per_order} per order.", ticket_type_id=tt_id)
+        if tt.max_per_order is not None and count > tt.max_per_order and not box_office:
+            raise TooManyTickets(f"{tt.name}: at most {tt.max_per_order} per order.", ticket_type_id=tt_id)
+    limit = plan.gala.max_tickets_per_order
+    if limit is not None and len(plan.lines) > limit and not box_office:
+        raise TooManyTickets(f"At most {limit} tickets per order.", max_tickets_per_order=limit)
+
+
+async def find_promo(session: AsyncSession, gala_id: str, code: str) -> PromoCode | None:
+    return (
+        await session.execute(select(PromoCode).where(PromoCode.gala_id == gala_id, PromoCode.code == code.upper()))
+    ).scalar_one_or_none()
+
+
+def _price(plan: Plan, *, comp: bool) -> None:
+    for line in plan.lines:
+        line.price = 0 if comp else line.ticket_type.price_amount
+        line.discount = 0
+    promo = plan.promo
+    if promo is None or comp:
+        return
+    eligible = [
+        line for line in plan.lines if promo.ticket_type_ids is None or line.ticket_type.id in promo.ticket_type_ids
+    ]
+    if not eligible:
+        raise PromoCodeInvalid("The promo code does not apply to any ticket in this order.")
+    if promo.discount_kind == DiscountKind.percent:
+        for line in eligible:
+            line.discount = (line.price * (promo.percent_off or 0) + 50) // 100  # half up, per ticket
+    else:
+        remaining = promo.amount_off or 0
+        for line in eligible:
+            line.discount = min(remaining, line.price)
+            remaining -= line.discount
+
+
+async def promo_uses(session: AsyncSession, promo_ids: Sequence[str], *, now: datetime) -> dict[str, int]:
+    """Orders counting against a promo code's limit: paid ones and pending ones still holding."""
+    if not promo_ids:
+        return {}
+    rows = await session.execute(
+        select(Order.promo_code_id, func.count())
+        .where(
+            Order.promo_code_id.in_(promo_ids),  # type: ignore[union-attr]
+            or_(
+                Order.status.in_([*PAID_STATUSES, OrderStatus.refunded]),  # type: ignore[attr-defined]
+                (Order.status == OrderStatus.pending) & (Order.expires_at > now),  # type: ignore[operator]
+            ),
+        )
+        .group_by(Order.promo_code_id)
+    )
+    return {pid: n for pid, n in rows.tuples() if pid is not None}
+
+
+async def _take_promo(session: AsyncSession, plan: Plan, code: str, *, now: datetime) -> None:
+    promo = await find_promo(session, plan.gala.id, code)
+    if promo is None or not promo.active:
+        raise PromoCodeInvalid(f"Unknown promo code {code!r}.")
+    if (promo.valid_from is not None and now < promo.valid_from) or (
+        promo.valid_until is not None and now >= promo.valid_until
+    ):
+        raise PromoCodeInvalid(f"The promo code {code!r} is not valid now.")
+    plan.promo = promo
+
+
+async def _check_promo_limit(session: AsyncSession, promo: PromoCode, *, now: datetime) -> None:
+    if promo.max_uses is None:
+        return
+    # The row lock serialises orders using this code; the count then sees every committed use.
+    await session.execute(select(PromoCode.id).where(PromoCode.id == promo.id).with_for_update())
+    used = (await promo_uses(session, [promo.id], now=now)).get(promo.id, 0)
+    if used >= promo.max_uses:
+        raise PromoCodeExhausted(f"The promo code {promo.code!r} has been used up.")
+
+
+async def _check_quotas(session: AsyncSession, plan: Plan, *, now: datetime) -> list[dict[str, str]]:
+    from tickets.ticket_types.service import used_by_type
+
+    wanted: dict[str, int] = {}
+    for line in plan.lines:
+        if line.ticket_type.quota is not None:
+            wanted[line.ticket_type.id] = wanted.get(line.ticket_type.id, 0) + 1
+    if not wanted:
+        return []
+    ids = sorted(wanted)
+    await session.execute(select(TicketType.id).where(TicketType.id.in_(ids)).order_by(TicketType.id).with_for_update())  # type: ignore[attr-defined]
+    used = await used_by_type(session, ids, now=now)
+    quotas = {line.ticket_type.id: line.ticket_type.quota or 0 for line in plan.lines}
+    return [{"ticket_type_id": tt_id} for tt_id in ids if used.get(tt_id, 0) + wanted[tt_id] > quotas[tt_id]]
+
+
+async def _hold(
+    session: AsyncSession,
+    plan: Plan,
+    order_id: str,
+    *,
+    expires_at: datetime,
+    now: datetime,
+    box_office: bool,
+    naive: bool,
+) -> None:
+    """Hold everything the plan asks for, or raise (the caller's rollback then releases it all)."""
+    sold_out = await _check_quotas(session, plan, now=now)
+    seat_lines = {line.seat_id: line for line in plan.lines if line.seat_id is not None}
+    held = await holds.hold_seats(
+        session,
+        gala_id=plan.gala.id,
+        order_id=order_id,
+        seats={sid: (line.ticket_type.id, line.ticket_type.section_ids) for sid, line in seat_lines.items()},
+        expires_at=expires_at,
+        now=now,
+        include_blocked=box_office,
+        naive=naive,
+    )
+    unavailable: list[dict[str, str | None]] = []
+    missing = sorted(set(seat_lines) - set(held))
+    if missing:
+        rows = await session.execute(
+            select(Seat.id, Seat.label, Seat.section_id, Seat.gala_id).where(Seat.id.in_(missing))  # type: ignore[attr-defined]
+        )
+        found = {r.id: r for r in rows}
+        for sid in missing:
+            line = seat_lines[sid]
+            r = found.get(sid)
+            if r is None or r.gala_id != plan.gala.id or r.label is None:
+                raise _item_error(line.index, f"no seat {sid} in this gala")
+            if r.section_id not in line.ticket_type.section_ids:
+                raise _item_error(line.index, f"{line.ticket_type.name} is not sold for seat {r.label}")
+            unavailable.append({"seat_id": sid, "label": r.label})
+    for sid, (label, section_id) in held.items():
+        seat_lines[sid].seat_label = label
+        seat_lines[sid].section_id = section_id
+    for tt, section_id, lines in plan.general:
+        remaining = list(lines)
+        for candidate in [section_id] if section_id else list(tt.section_ids):
+            if not remaining:
+                break
+            got = await holds.hold_places(
+                session,
+                section_id=candidate,
+                order_id=order_id,
+                ticket_type_id=tt.id,
+                count=len(remaining),
+                expires_at=expires_at,
+                now=now,
+                naive=naive,
+            )
+            for place_id, line in zip(got, remaining, strict=False):
+                line.seat_id, line.section_id = place_id, candidate
+            remaining = remaining[len(got) :]
+        if remaining:
+            sold_out.append({"section_id": section_id} if section_id else {"ticket_type_id": tt.id})
+    if unavailable:
+        raise SeatUnavailable(
+            f"Not available: {', '.join(str(u['label']) for u in unavailable)}.", unavailable=unavailable
+        )
+    if sold_out:
+        raise SoldOut("Not enough tickets left for this order.", unavailable=sold_out)
+
+
+async def place_order(
+    session: AsyncSession,
+    body: OrderCreate,
+    *,
+    settings: Settings,
+    now: datetime,
+    payment_method: PaymentProvider | None = None,
+    principal: Principal | None = None,
+) -> tuple[Order, list[OrderItem]]:
+    """Hold seats and places for a new order, all or nothing.
+
+    The public's orders are `pending` until paid through Stripe (or `paid` at once when free); box office
+    orders (`payment_method` comp, cash or invoice) are `paid` at once and may take blocked seats.
+    """
+    box_office = payment_method is not None
+    if principal is not None:
+        principal.require_gala(body.gala_id)
+    plan = await _load_plan(session, body, box_office=box_office, now=now)
+    if body.promo_code:
+        await _take_promo(session, plan, body.promo_code, now=now)
+    _price(plan, comp=payment_method == PaymentProvider.comp)
+    total = plan.subtotal - plan.discount
+    if total > 0 and not box_office and not settings.payments_enabled:
+        raise PaymentsNotConfigured("This gala's tickets cost money, and card payments are not set up on this server.")
+    if plan.promo is not None:
+        await _check_promo_limit(session, plan.promo, now=now)
+
+    order_id = new_id("ord")
+    expires_at = now + timedelta(seconds=settings.order_hold_seconds)
+    await _hold(
+        session,
+        plan,
+        order_id,
+        expires_at=expires_at,
+        now=now,
+        box_office=box_office,
+        naive=settings.unsafe_naive_holds,
+    )
+    if payment_method is not None:
+        provider = payment_method
+    else:
+        provider = PaymentProvider.free if total == 0 else PaymentProvider.stripe
+    order = Order(
+        id=order_id,
+        gala_id=plan.gala.id,
+        status=OrderStatus.pending,
+        buyer_email=str(body.buyer_email).lower(),
+        buyer_name=body.buyer_name,
+        currency=plan.gala.currency,
+        subtotal_amount=plan.subtotal,
+        discount_amount=plan.discount,
+        total_amount=total,
+        promo_code_id=plan.promo.id if plan.promo else None,
+        promo_code=plan.promo.code if plan.promo else None,
+        payment_provider=provider,
+        created_by_key_id=principal.key_id if principal else None,
+        expires_at=expires_at,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(order)
+    await session.flush()
+    items = [
+        OrderItem(
+            id=new_id("itm"),
+            order_id=order_id,
+            ticket_type_id=line.ticket_type.id,
+            section_id=line.section_id or "",
+            seat_id=line.seat_id or "",
+            seat_label=line.seat_label,
+            table=line.table,
+            price_amount=line.price,
+            discount_amount=line.discount,
+            attendee_name=line.attendee_name,
+            attendee_email=str(line.attendee_email).lower() if line.attendee_email else None,
+            dietary=line.dietary,
+            position=i,
+        )
+        for i, line in enumerate(plan.lines)
+    ]
+    session.add_all(items)
+    await session.flush()
+    if provider != PaymentProvider.stripe:
+        await mark_paid(session, order, items, now=now)
+    return order, items
+
+
+async def mark_paid(session: AsyncSession, order: Order, items: Sequence[OrderItem], *, now: datetime) -> None:
+    """Sell the order's holds and issue its tickets, in the caller's transaction."""
+    await holds.sell_held(session, order_id=order.id)
+    order.status = OrderStatus.paid
+    order.paid_at = now
+    order.updated_at = now
+    order.expires_at = None
+    session.add(order)
+    await ticket_service.issue_tickets(session, order, items, now=now)
+    await session.flush()
+
+
+async def get_items(session: AsyncSession, order_id: str) -> list[OrderItem]:
+    return list(
+        (
+            await session.execute(select(OrderItem).where(OrderItem.order_id == order_id).order_by(OrderItem.position))
+        ).scalars()
+    )
+
+
+async def get_items_for(session: AsyncSession, order_ids: Sequence[str]) -> dict[str, list[OrderItem]]:
+    out: dict[str, list[OrderItem]] = {oid: [] for oid in order_ids}
+    if order_ids:
+        rows = await session.execute(
+            select(OrderItem).where(OrderItem.order_id.in_(order_ids)).order_by(OrderItem.order_id, OrderItem.position)  # type: ignore[attr-defined]
+        )
+        for item in rows.scalars():
+            out[item.order_id].append(item)
+    return out
+
+
+async def get_order(session: AsyncSession, order_id: str, *, lock: bool = False) -> Order:
+    stmt = select(Order).where(Order.id == order_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    order = (await session.execute(stmt)).scalar_one_or_none()
+    if order is None:
+        raise OrderNotFound(f"No order {order_id}.")
+    return order
+
+
+async def cancel_order(session: AsyncSession, order_id: str, *, now: datetime) -> Order:
+    """Cancel a pending order and free its holds at once. Cancelling twice is harmless."""
+    order = await get_order(session, order_id, lock=True)
+    if order.status == OrderStatus.cancelled:
+        return order
+    status = effective_status(order, now)
+    if status == OrderStatus.expired:
+        raise OrderExpired("The order has expired; its seats were already released.")
+    if status != OrderStatus.pending:
+        raise OrderNotPending(
+            f"A {status} order cannot be cancelled (paid orders are refunded instead).", status=status
+        )
+    await holds.release_holds(session, order_id=order.id)
+    order.status = OrderStatus.cancelled
+    order.cancelled_at = now
+    order.updated_at = now
+    session.add(order)
+    await session.flush()
+    return order
+
+
+async def list_orders(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    gala_id: str | None,
+    status: OrderStatus | None,
+    email: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Order], str | None]:
+    stmt = select(Order)
+    if gala_id is not None:
+        principal.require_gala(gala_id)
+        stmt = stmt.where(Order.gala_id == gala_id)
+    elif principal.gala_ids is not None:
+        stmt = stmt.where(Order.gala_id.in_(sorted(principal.gala_ids)))  # type: ignore[attr-defined]
+    if status is not None:
+        stmt = stmt.where(Order.status == status)
+    if email is not None:
+        stmt = stmt.where(Order.buyer_email == email.strip().lower())
+    return await paginate(session, stmt, created_col=Order.created_at, id_col=Order.id, limit=limit, cursor=cursor)
+
+
+async def expire_due_orders(db: Database, *, now: datetime | None = None, batch: int = 500) -> int:
+    """Write down expiry of pending orders past `expires_at` and tidy their holds. Idempotent."""
+    from tickets.clock import utc_now
+
+    now = now or utc_now()
+    async with db.sessions() as session:
+        due = (
+            select(Order.id)
+            .where(Order.status == OrderStatus.pending, Order.expires_at <= now)  # type: ignore[operator]
+            .limit(batch)
+            .scalar_subquery()
+        )
+        result = await session.execute(
+            update(Order)
+            .where(Order.id.in_(due), Order.status == OrderStatus.pending)  # type: ignore[attr-defined]
+            .values(status=OrderStatus.expired, expired_at=now, updated_at=now)
+            .returning(Order.id)
+            .execution_options(synchronize_session=False)
+        )
+        expired = [r for (r,) in result]
+        await holds.release_expired(session, now=now)
+        await session.commit()
+    return len(expired)
+
+
+# --- promo codes ---------------------------------------------------------------------------------
+
+
+async def create_promo_code(session: AsyncSession, gala_id: str, body: PromoCodeCreate, *, now: datetime) -> PromoCode:
+    """A new discount code for one gala (codes are case-insensitive)."""
+    gala = await session.get(Gala, gala_id)
+    if gala is None:
+        raise GalaNotFound(f"No gala {gala_id}.")
+    if body.ticket_type_ids:
+        known = set(
+            (
+                await session.execute(
+                    select(TicketType.id).where(TicketType.gala_id == gala_id, TicketType.id.in_(body.ticket_type_ids))  # type: ignore[attr-defined]
+                )
+            ).scalars()
+        )
+        unknown = sorted(set(body.ticket_type_ids) - known)
+        if unknown:
+            raise InvalidItem(
+                f"No such ticket types in this gala: {', '.join(unknown)}.",
+                errors=[{"loc": ["body", "ticket_type_ids"], "msg": "unknown ticket type"}],
+            )
+    if await find_promo(session, gala_id, body.code) is not None:
+        raise DuplicatePromoCode(f"Gala {gala_id} already has the code {body.code.upper()!r}.")
+    promo = PromoCode(
+        id=new_id("prm"), gala_id=gala_id, created_at=now, **{**body.model_dump(), "code": body.code.upper()}
+    )
+    session.add(promo)
+    await session.flush()
+    return promo
+
+
+async def get_promo_code(session: AsyncSession, gala_id: str, promo_id: str) -> PromoCode:
+    promo = await session.get(PromoCode, promo_id)
+    if promo is None or promo.gala_id != gala_id:
+        raise PromoCodeNotFound(f"No promo code {promo_id} in gala {gala_id}.")
+    return promo
+
+
+async def update_promo_code(session: AsyncSession, gala_id: str, promo_id: str, body: PromoCodeUpdate) -> PromoCode:
+    promo = await get_promo_code(session, gala_id, promo_id)
+    for key, value in body.model_dump(exclude_unset=True).items():
+        setattr(promo, key, value)
+    session.add(promo)
+    await session.flush()
+    return promo
+
+
+async def list_promo_codes(session: AsyncSession, gala_id: str) -> list[PromoCode]:
+    return list(
+        (
+            await session.execute(select(PromoCode).where(PromoCode.gala_id == gala_id).order_by(PromoCode.created_at))
+        ).scalars()
+    )

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import httpx
+
+
+def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    body = dict(r.json())
+    assert body["code"] == code and body["status"] == status
+    assert {"type", "title", "detail"} <= set(body)
+    assert "Traceback" not in r.text
+    return body
+
+
+async def test_unknown_route(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/v1/nowhere"), 404, "not_found")
+
+
+async def test_wrong_method(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.put("/v1/galas"), 405, "method_not_allowed")
+
+
+async def test_malformed_json(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    r = await client.post("/v1/galas", content=b'{"title": ', headers={**admin, "content-type": "application/json"})
+    assert_problem(r, 400, "malformed_body")
+
+
+async def test_oversized_body(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    r = await client.post(
+        "/v1/galas", content=b"[" + b"1," * 600_000 + b"1]", headers={**admin, "content-type": "application/json"}
+    )
+    assert_problem(r, 413, "payload_too_large")
+
+
+async def test_validation_error_lists_errors(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await client.post("/v1/orders", json={"items": []}), 422, "validation_error")
+    errors = body["errors"]
+    assert isinstance(errors, list) and errors
+    assert all({"loc", "msg"} <= set(e) for e in errors)
+
+
+async def test_request_id_and_security_headers(client: httpx.AsyncClient) -> None:
+    r = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert r.json() == {"status": "ok"}
+    assert r.headers["x-request-id"] == "abc-123"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert (await client.get("/readyz")).json() == {"status": "ready"}

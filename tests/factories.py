@@ -80,7 +80,12 @@ async def seat_ids(client: httpx.AsyncClient, gala_id: str) -> dict[str, str]:
 
 
 async def on_sale_theatre(
-    client: httpx.AsyncClient, admin: dict[str, str], *, price: int = 5000, rows: str = "AB", per_row: int = 5,
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    *,
+    price: int = 5000,
+    rows: str = "AB",
+    per_row: int = 5,
     **tt: Any,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """A published gala with one reserved section and one tier; returns (gala, ticket type, seats by label)."""

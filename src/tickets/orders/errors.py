@@ -33,7 +33,7 @@ class InvalidItem(ValidationFailed):
     code, title = "invalid_item", "An order item does not fit its ticket type"
 
 
-class TableNotFound(NotFound):
+class TableNotFound(InvalidItem):
     code, title = "table_not_found", "Table not found"
 
 

@@ -45,7 +45,7 @@ def _intent(obj: Any) -> Intent:
         amount=int(obj["amount"]),
         currency=str(obj["currency"]).upper(),
         client_secret=_field(obj, "client_secret"),
-        metadata={k: str(metadata[k]) for k in metadata.keys()} if metadata is not None else {},  # noqa: SIM118
+        metadata={k: str(v) for k, v in metadata.to_dict().items()} if metadata is not None else {},
         latest_charge=charge,
     )
 

@@ -54,17 +54,18 @@ async def hold_seats(
             for sections, group_ids in _group_by_sections(seats).items()
         ),
     )
+    # Lock in id order in a CTE (evaluated once), then update only the rows that are still free.
     locked = (
         select(Seat.id)
         .where(Seat.id.in_(ids), Seat.gala_id == gala_id)  # type: ignore[attr-defined]
         .order_by(Seat.id)
         .with_for_update()
-        .scalar_subquery()
+        .cte("locked")
     )
     stmt = (
         update(Seat)
         .where(
-            Seat.id.in_(locked),  # type: ignore[attr-defined]
+            Seat.id == locked.c.id,
             Seat.label.is_not(None),  # type: ignore[union-attr]
             section_ok,
             free_clause(now, include_blocked=include_blocked),
@@ -125,23 +126,20 @@ async def hold_places(
                 .execution_options(synchronize_session=False)
             )
         return free
-    candidates = (
+    # The pick must be a CTE: PostgreSQL evaluates it once. As an `IN (sub-select … LIMIT n)` the
+    # planner may rescan the sub-select after rows were updated and so take more than n places.
+    picked = (
         select(Seat.id)
         .where(Seat.section_id == section_id, free_clause(now))
         .order_by(Seat.id)
         .limit(count)
         .with_for_update(skip_locked=True)
-        .scalar_subquery()
+        .cte("picked")
     )
     stmt = (
         update(Seat)
-        .where(Seat.id.in_(candidates), free_clause(now))  # type: ignore[attr-defined]
-        .values(
-            status=SeatStatus.held,
-            order_id=order_id,
-            hold_expires_at=expires_at,
-            ticket_type_id=ticket_type_id,
-        )
+        .where(Seat.id == picked.c.id, free_clause(now))
+        .values(status=SeatStatus.held, order_id=order_id, hold_expires_at=expires_at, ticket_type_id=ticket_type_id)
         .returning(Seat.id)
         .execution_options(synchronize_session=False)
     )

@@ -7,6 +7,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,12 +70,14 @@ def live_server(env: dict[str, str], *, workers: int = 2, cwd: Path | None = Non
     """`tickets serve --workers N` in a subprocess; yields its base URL."""
     port = free_port()
     full_env = {**os.environ, **env}
+    # The log goes to a file, never to a pipe nobody reads (a full pipe would stall the server).
+    log = tempfile.NamedTemporaryFile(prefix="tickets-server-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "tickets.cli", "serve", "--port", str(port), "--workers", str(workers)],
         env=full_env,
         cwd=str(cwd) if cwd else None,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=log,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -87,6 +90,10 @@ def live_server(env: dict[str, str], *, workers: int = 2, cwd: Path | None = Non
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
+        errors = [line for line in Path(log.name).read_text(errors="replace").splitlines() if '"level": "error"' in line]
+        if errors:
+            print(f"server log {log.name} has {len(errors)} error lines; first: {errors[0][:2000]}")
 
 
 @contextmanager

@@ -42,8 +42,8 @@ def find_violations(database_url: str, *, now: datetime | None = None) -> list[s
             ):
                 out.append(f"seat {seat_id} is sold to order {order_id} whose status is {status}")
             for ticket_id, seat_id, seat_status, seat_order, ticket_order in q(
-                "SELECT t.id, t.seat_id, s.status, s.order_id, t.order_id FROM ticket t JOIN seat s ON s.id = t.seat_id "
-                "WHERE t.status = 'valid' AND (s.status <> 'sold' OR s.order_id IS NULL OR s.order_id <> t.order_id)"
+                "SELECT t.id, t.seat_id, s.status, s.order_id, t.order_id FROM ticket t JOIN seat s ON s.id = t.seat_id"
+                " WHERE t.status = 'valid' AND (s.status <> 'sold' OR s.order_id IS NULL OR s.order_id <> t.order_id)"
             ):
                 out.append(
                     f"valid ticket {ticket_id} of order {ticket_order}: seat {seat_id} is {seat_status} "
@@ -61,8 +61,8 @@ def find_violations(database_url: str, *, now: datetime | None = None) -> list[s
                 out.append(f"seat {seat_id} is held for order {order_id} whose status is {status}")
             for tt_id, quota, n in q(
                 "SELECT tt.id, tt.quota, COUNT(s.id) FROM ticket_type tt JOIN seat s ON s.ticket_type_id = tt.id "
-                "WHERE tt.quota IS NOT NULL AND (s.status = 'sold' OR (s.status = 'held' AND s.hold_expires_at > :now)) "
-                "GROUP BY tt.id, tt.quota HAVING COUNT(s.id) > tt.quota"
+                "WHERE tt.quota IS NOT NULL AND (s.status = 'sold' OR (s.status = 'held' AND s.hold_expires_at > :now))"
+                " GROUP BY tt.id, tt.quota HAVING COUNT(s.id) > tt.quota"
             ):
                 out.append(f"ticket type {tt_id}: {n} held or sold, over its quota of {quota}")
             for section_id, capacity, n in q(

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.clock import utc_now
@@ -55,9 +56,11 @@ async def _claim(db: Database, *, scope: str, key: str, request_hash: str) -> Id
         except IntegrityError:
             await s.rollback()
     async with db.sessions() as s:
-        existing = (
+        existing: IdempotencyRecord | None = (
             await s.execute(
-                select(IdempotencyRecord).where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
+                select(IdempotencyRecord).where(
+                    col(IdempotencyRecord.scope) == scope, col(IdempotencyRecord.key) == key
+                )
             )
         ).scalar_one_or_none()
         if existing is None:
@@ -70,7 +73,7 @@ async def _claim(db: Database, *, scope: str, key: str, request_hash: str) -> Id
             raise Busy("A request with this Idempotency-Key is still being processed.", retry_after=1)
         taken = await s.execute(
             update(IdempotencyRecord)
-            .where(IdempotencyRecord.id == existing.id, IdempotencyRecord.created_at == existing.created_at)
+            .where(col(IdempotencyRecord.id) == existing.id, col(IdempotencyRecord.created_at) == existing.created_at)
             .values(created_at=now)
         )
         await s.commit()
@@ -81,7 +84,7 @@ async def _claim(db: Database, *, scope: str, key: str, request_hash: str) -> Id
 
 async def _forget(db: Database, record_id: str) -> None:
     async with db.sessions() as s:
-        await s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
+        await s.execute(delete(IdempotencyRecord).where(col(IdempotencyRecord.id) == record_id))
         await s.commit()
 
 
@@ -128,7 +131,7 @@ async def run(
             async with db.sessions() as s:
                 await s.execute(
                     update(IdempotencyRecord)
-                    .where(IdempotencyRecord.id == record_id)
+                    .where(col(IdempotencyRecord.id) == record_id)
                     .values(state="done", status_code=exc.status, response_body=bytes(response.body).decode())
                 )
                 await s.commit()
@@ -139,7 +142,7 @@ async def run(
         raise
     await session.execute(
         update(IdempotencyRecord)
-        .where(IdempotencyRecord.id == record_id)
+        .where(col(IdempotencyRecord.id) == record_id)
         .values(state="done", status_code=status_code, response_body=json.dumps(result))
     )
     return JSONResponse(result, status_code=status_code)

@@ -121,7 +121,8 @@ class Problem(BaseModel):
 def problem_responses(*problems: type[ProblemError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` for a route: each status with the problem codes it may carry."""
     by_status: dict[int, list[type[ProblemError]]] = {}
-    for problem in (*problems, ValidationFailed):
+    candidates: tuple[type[ProblemError], ...] = (*problems, ValidationFailed)
+    for problem in candidates:
         by_status.setdefault(problem.status, [])
         if problem not in by_status[problem.status]:
             by_status[problem.status].append(problem)

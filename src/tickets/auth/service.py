@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.auth.errors import ApiKeyNotFound, GalaNotAllowed, RoleRequired
@@ -76,9 +77,9 @@ async def resolve_key(session: AsyncSession, plain: str, *, now: datetime) -> Pr
     """The principal for a presented key, or None if it is unknown, revoked or expired."""
     row = (
         await session.execute(
-            select(ApiKey.id, ApiKey.role, ApiKey.gala_ids, ApiKey.revoked_at, ApiKey.expires_at).where(
-                ApiKey.key_hash == hash_key(plain)
-            )
+            select(
+                col(ApiKey.id), col(ApiKey.role), col(ApiKey.gala_ids), col(ApiKey.revoked_at), col(ApiKey.expires_at)
+            ).where(col(ApiKey.key_hash) == hash_key(plain))
         )
     ).first()
     if row is None or row.revoked_at is not None:

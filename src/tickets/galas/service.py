@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import exists, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.auth.service import Principal
@@ -52,7 +53,9 @@ async def get_gala(session: AsyncSession, gala_id: str, *, principal: Principal 
 
 async def get_gala_for_update(session: AsyncSession, gala_id: str, *, principal: Principal) -> Gala:
     principal.require_gala(gala_id)
-    gala = (await session.execute(select(Gala).where(Gala.id == gala_id).with_for_update())).scalar_one_or_none()
+    gala: Gala | None = (
+        await session.execute(select(Gala).where(col(Gala.id) == gala_id).with_for_update())
+    ).scalar_one_or_none()
     if gala is None:
         raise GalaNotFound(f"No gala {gala_id}.")
     return gala
@@ -68,16 +71,16 @@ async def list_galas(
 ) -> tuple[list[Gala], str | None]:
     stmt = select(Gala)
     if principal is None:
-        stmt = stmt.where(Gala.status != GalaStatus.draft)
+        stmt = stmt.where(col(Gala.status) != GalaStatus.draft)
     elif principal.gala_ids is not None:
-        stmt = stmt.where(Gala.id.in_(sorted(principal.gala_ids)))  # type: ignore[attr-defined]
+        stmt = stmt.where(col(Gala.id).in_(sorted(principal.gala_ids)))
     if status is not None:
-        stmt = stmt.where(Gala.status == status)
+        stmt = stmt.where(col(Gala.status) == status)
     return await paginate(session, stmt, created_col=Gala.created_at, id_col=Gala.id, limit=limit, cursor=cursor)
 
 
 async def has_orders(session: AsyncSession, gala_id: str) -> bool:
-    return bool((await session.execute(select(exists().where(Order.gala_id == gala_id)))).scalar())
+    return bool((await session.execute(select(exists().where(col(Order.gala_id) == gala_id)))).scalar())
 
 
 async def update_gala(
@@ -117,7 +120,7 @@ async def publish_gala(session: AsyncSession, gala_id: str, *, principal: Princi
         return gala
     if gala.status not in (GalaStatus.draft, GalaStatus.closed):
         raise InvalidGalaTransition(f"A {gala.status} gala cannot go on sale.", status=gala.status)
-    has_types = (await session.execute(select(exists().where(TicketType.gala_id == gala_id)))).scalar()
+    has_types = (await session.execute(select(exists().where(col(TicketType.gala_id) == gala_id)))).scalar()
     if not has_types:
         raise GalaNotReady("Add at least one ticket type before publishing.")
     gala.status = GalaStatus.on_sale

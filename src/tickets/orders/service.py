@@ -6,8 +6,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 from sqlalchemy import func, or_, select, update
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.auth.service import Principal
@@ -70,6 +72,12 @@ class Line:
     discount: int = 0
 
 
+class _Attendee(TypedDict):
+    attendee_name: str | None
+    attendee_email: str | None
+    dietary: str | None
+
+
 @dataclass
 class Plan:
     gala: Gala
@@ -112,13 +120,14 @@ async def _load_plan(session: AsyncSession, body: OrderCreate, *, box_office: bo
     tts = {
         tt.id: tt
         for tt in (
-            await session.execute(select(TicketType).where(TicketType.gala_id == gala.id, TicketType.id.in_(tt_ids)))  # type: ignore[attr-defined]
+            await session.execute(
+                select(TicketType).where(col(TicketType.gala_id) == gala.id, col(TicketType.id).in_(tt_ids))
+            )
         ).scalars()
     }
     section_ids = sorted({s for tt in tts.values() for s in tt.section_ids})
     sections = {
-        s.id: s
-        for s in (await session.execute(select(Section).where(Section.id.in_(section_ids)))).scalars()  # type: ignore[attr-defined]
+        s.id: s for s in (await session.execute(select(Section).where(col(Section.id).in_(section_ids)))).scalars()
     }
     plan = Plan(gala=gala, lines=[], sections=sections)
     tables: dict[str, list[tuple[int, TicketType]]] = {}
@@ -134,7 +143,7 @@ async def _load_plan(session: AsyncSession, body: OrderCreate, *, box_office: bo
                 raise SalesEnded(f"Sales for {tt.name} ended at {tt.sales_end.isoformat()}.", ticket_type_id=tt.id)
         kinds = {sections[s].kind for s in tt.section_ids if s in sections}
         reserved = kinds == {SectionKind.reserved}
-        attendee = {
+        attendee: _Attendee = {
             "attendee_name": item.attendee_name,
             "attendee_email": item.attendee_email,
             "dietary": item.dietary,
@@ -172,9 +181,9 @@ async def _load_plan(session: AsyncSession, body: OrderCreate, *, box_office: bo
 
 async def _expand_tables(session: AsyncSession, plan: Plan, tables: dict[str, list[tuple[int, TicketType]]]) -> None:
     rows = await session.execute(
-        select(Seat.id, Seat.table, Seat.section_id)
-        .where(Seat.gala_id == plan.gala.id, Seat.table.in_(sorted(tables)))  # type: ignore[union-attr]
-        .order_by(Seat.position)
+        select(col(Seat.id), col(Seat.table), col(Seat.section_id))
+        .where(col(Seat.gala_id) == plan.gala.id, col(Seat.table).in_(sorted(tables)))
+        .order_by(col(Seat.position))
     )
     by_table: dict[str, list[tuple[str, str]]] = {}
     for seat_id, table, section_id in rows.tuples():
@@ -210,7 +219,9 @@ def _check_counts(plan: Plan, *, box_office: bool) -> None:
 
 async def find_promo(session: AsyncSession, gala_id: str, code: str) -> PromoCode | None:
     return (
-        await session.execute(select(PromoCode).where(PromoCode.gala_id == gala_id, PromoCode.code == code.upper()))
+        await session.execute(
+            select(PromoCode).where(col(PromoCode.gala_id) == gala_id, col(PromoCode.code) == code.upper())
+        )
     ).scalar_one_or_none()
 
 
@@ -241,15 +252,15 @@ async def promo_uses(session: AsyncSession, promo_ids: Sequence[str], *, now: da
     if not promo_ids:
         return {}
     rows = await session.execute(
-        select(Order.promo_code_id, func.count())
+        select(col(Order.promo_code_id), func.count())
         .where(
-            Order.promo_code_id.in_(promo_ids),  # type: ignore[union-attr]
+            col(Order.promo_code_id).in_(promo_ids),
             or_(
-                Order.status.in_([*PAID_STATUSES, OrderStatus.refunded]),  # type: ignore[attr-defined]
-                (Order.status == OrderStatus.pending) & (Order.expires_at > now),  # type: ignore[operator]
+                col(Order.status).in_([*PAID_STATUSES, OrderStatus.refunded]),
+                (col(Order.status) == OrderStatus.pending) & (col(Order.expires_at) > now),
             ),
         )
-        .group_by(Order.promo_code_id)
+        .group_by(col(Order.promo_code_id))
     )
     return {pid: n for pid, n in rows.tuples() if pid is not None}
 
@@ -269,7 +280,7 @@ async def _check_promo_limit(session: AsyncSession, promo: PromoCode, *, now: da
     if promo.max_uses is None:
         return
     # The row lock serialises orders using this code; the count then sees every committed use.
-    await session.execute(select(PromoCode.id).where(PromoCode.id == promo.id).with_for_update())
+    await session.execute(select(col(PromoCode.id)).where(col(PromoCode.id) == promo.id).with_for_update())
     used = (await promo_uses(session, [promo.id], now=now)).get(promo.id, 0)
     if used >= promo.max_uses:
         raise PromoCodeExhausted(f"The promo code {promo.code!r} has been used up.")
@@ -285,7 +296,9 @@ async def _check_quotas(session: AsyncSession, plan: Plan, *, now: datetime) -> 
     if not wanted:
         return []
     ids = sorted(wanted)
-    await session.execute(select(TicketType.id).where(TicketType.id.in_(ids)).order_by(TicketType.id).with_for_update())  # type: ignore[attr-defined]
+    await session.execute(
+        select(col(TicketType.id)).where(col(TicketType.id).in_(ids)).order_by(col(TicketType.id)).with_for_update()
+    )
     used = await used_by_type(session, ids, now=now)
     quotas = {line.ticket_type.id: line.ticket_type.quota or 0 for line in plan.lines}
     return [{"ticket_type_id": tt_id} for tt_id in ids if used.get(tt_id, 0) + wanted[tt_id] > quotas[tt_id]]
@@ -318,7 +331,9 @@ async def _hold(
     missing = sorted(set(seat_lines) - set(held))
     if missing:
         rows = await session.execute(
-            select(Seat.id, Seat.label, Seat.section_id, Seat.gala_id).where(Seat.id.in_(missing))  # type: ignore[attr-defined]
+            select(col(Seat.id), col(Seat.label), col(Seat.section_id), col(Seat.gala_id)).where(
+                col(Seat.id).in_(missing)
+            )
         )
         found = {r.id: r for r in rows}
         for sid in missing:
@@ -329,9 +344,9 @@ async def _hold(
             if r.section_id not in line.ticket_type.section_ids:
                 raise _item_error(line.index, f"{line.ticket_type.name} is not sold for seat {r.label}")
             unavailable.append({"seat_id": sid, "label": r.label})
-    for sid, (label, section_id) in held.items():
+    for sid, (label, seat_section_id) in held.items():
         seat_lines[sid].seat_label = label
-        seat_lines[sid].section_id = section_id
+        seat_lines[sid].section_id = seat_section_id
     for tt, section_id, lines in plan.general:
         remaining = list(lines)
         for candidate in [section_id] if section_id else list(tt.section_ids):
@@ -462,7 +477,9 @@ async def mark_paid(session: AsyncSession, order: Order, items: Sequence[OrderIt
 async def get_items(session: AsyncSession, order_id: str) -> list[OrderItem]:
     return list(
         (
-            await session.execute(select(OrderItem).where(OrderItem.order_id == order_id).order_by(OrderItem.position))
+            await session.execute(
+                select(OrderItem).where(col(OrderItem.order_id) == order_id).order_by(col(OrderItem.position))
+            )
         ).scalars()
     )
 
@@ -471,7 +488,9 @@ async def get_items_for(session: AsyncSession, order_ids: Sequence[str]) -> dict
     out: dict[str, list[OrderItem]] = {oid: [] for oid in order_ids}
     if order_ids:
         rows = await session.execute(
-            select(OrderItem).where(OrderItem.order_id.in_(order_ids)).order_by(OrderItem.order_id, OrderItem.position)  # type: ignore[attr-defined]
+            select(OrderItem)
+            .where(col(OrderItem.order_id).in_(order_ids))
+            .order_by(col(OrderItem.order_id), col(OrderItem.position))
         )
         for item in rows.scalars():
             out[item.order_id].append(item)
@@ -479,10 +498,10 @@ async def get_items_for(session: AsyncSession, order_ids: Sequence[str]) -> dict
 
 
 async def get_order(session: AsyncSession, order_id: str, *, lock: bool = False) -> Order:
-    stmt = select(Order).where(Order.id == order_id)
+    stmt = select(Order).where(col(Order.id) == order_id)
     if lock:
         stmt = stmt.with_for_update()
-    order = (await session.execute(stmt)).scalar_one_or_none()
+    order: Order | None = (await session.execute(stmt)).scalar_one_or_none()
     if order is None:
         raise OrderNotFound(f"No order {order_id}.")
     return order
@@ -522,13 +541,13 @@ async def list_orders(
     stmt = select(Order)
     if gala_id is not None:
         principal.require_gala(gala_id)
-        stmt = stmt.where(Order.gala_id == gala_id)
+        stmt = stmt.where(col(Order.gala_id) == gala_id)
     elif principal.gala_ids is not None:
-        stmt = stmt.where(Order.gala_id.in_(sorted(principal.gala_ids)))  # type: ignore[attr-defined]
+        stmt = stmt.where(col(Order.gala_id).in_(sorted(principal.gala_ids)))
     if status is not None:
-        stmt = stmt.where(Order.status == status)
+        stmt = stmt.where(col(Order.status) == status)
     if email is not None:
-        stmt = stmt.where(Order.buyer_email == email.strip().lower())
+        stmt = stmt.where(col(Order.buyer_email) == email.strip().lower())
     return await paginate(session, stmt, created_col=Order.created_at, id_col=Order.id, limit=limit, cursor=cursor)
 
 
@@ -539,16 +558,16 @@ async def expire_due_orders(db: Database, *, now: datetime | None = None, batch:
     now = now or utc_now()
     async with db.sessions() as session:
         due = (
-            select(Order.id)
-            .where(Order.status == OrderStatus.pending, Order.expires_at <= now)  # type: ignore[operator]
+            select(col(Order.id))
+            .where(col(Order.status) == OrderStatus.pending, col(Order.expires_at) <= now)
             .limit(batch)
             .scalar_subquery()
         )
         result = await session.execute(
             update(Order)
-            .where(Order.id.in_(due), Order.status == OrderStatus.pending)  # type: ignore[attr-defined]
+            .where(col(Order.id).in_(due), col(Order.status) == OrderStatus.pending)
             .values(status=OrderStatus.expired, expired_at=now, updated_at=now)
-            .returning(Order.id)
+            .returning(col(Order.id))
             .execution_options(synchronize_session=False)
         )
         expired = [r for (r,) in result]
@@ -569,7 +588,9 @@ async def create_promo_code(session: AsyncSession, gala_id: str, body: PromoCode
         known = set(
             (
                 await session.execute(
-                    select(TicketType.id).where(TicketType.gala_id == gala_id, TicketType.id.in_(body.ticket_type_ids))  # type: ignore[attr-defined]
+                    select(col(TicketType.id)).where(
+                        col(TicketType.gala_id) == gala_id, col(TicketType.id).in_(body.ticket_type_ids)
+                    )
                 )
             ).scalars()
         )
@@ -608,6 +629,8 @@ async def update_promo_code(session: AsyncSession, gala_id: str, promo_id: str, 
 async def list_promo_codes(session: AsyncSession, gala_id: str) -> list[PromoCode]:
     return list(
         (
-            await session.execute(select(PromoCode).where(PromoCode.gala_id == gala_id).order_by(PromoCode.created_at))
+            await session.execute(
+                select(PromoCode).where(col(PromoCode.gala_id) == gala_id).order_by(col(PromoCode.created_at))
+            )
         ).scalars()
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import update
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.config import Settings
@@ -41,7 +42,7 @@ async def start_payment(session: AsyncSession, db: Database, order: Order, *, se
             await holds.release_holds(cleanup, order_id=order.id)
             await cleanup.execute(
                 update(Order)
-                .where(Order.id == order.id, Order.status == OrderStatus.pending)
+                .where(col(Order.id) == order.id, col(Order.status) == OrderStatus.pending)
                 .values(status=OrderStatus.cancelled, cancelled_at=order.created_at)
             )
             await cleanup.commit()

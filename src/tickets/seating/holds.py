@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import and_, case, false, or_, select, update
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.seating.models import Seat, SeatStatus
@@ -50,23 +51,23 @@ async def hold_seats(
     section_ok = or_(
         false(),
         *(
-            and_(Seat.id.in_(group_ids), Seat.section_id.in_(sections))  # type: ignore[attr-defined]
+            and_(col(Seat.id).in_(group_ids), col(Seat.section_id).in_(sections))
             for sections, group_ids in _group_by_sections(seats).items()
         ),
     )
     # Lock in id order in a CTE (evaluated once), then update only the rows that are still free.
     locked = (
-        select(Seat.id)
-        .where(Seat.id.in_(ids), Seat.gala_id == gala_id)  # type: ignore[attr-defined]
-        .order_by(Seat.id)
+        select(col(Seat.id))
+        .where(col(Seat.id).in_(ids), col(Seat.gala_id) == gala_id)
+        .order_by(col(Seat.id))
         .with_for_update()
         .cte("locked")
     )
     stmt = (
         update(Seat)
         .where(
-            Seat.id == locked.c.id,
-            Seat.label.is_not(None),  # type: ignore[union-attr]
+            col(Seat.id) == locked.c.id,
+            col(Seat.label).is_not(None),
             section_ok,
             free_clause(now, include_blocked=include_blocked),
         )
@@ -74,9 +75,9 @@ async def hold_seats(
             status=SeatStatus.held,
             order_id=order_id,
             hold_expires_at=expires_at,
-            ticket_type_id=case({sid: tt for sid, (tt, _) in seats.items()}, value=Seat.id),
+            ticket_type_id=case({sid: tt for sid, (tt, _) in seats.items()}, value=col(Seat.id)),
         )
-        .returning(Seat.id, Seat.label, Seat.section_id)
+        .returning(col(Seat.id), col(Seat.label), col(Seat.section_id))
         .execution_options(synchronize_session=False)
     )
     return {sid: (label, section_id) for sid, label, section_id in (await session.execute(stmt)).tuples()}
@@ -105,9 +106,9 @@ async def hold_places(
         free = list(
             (
                 await session.execute(
-                    select(Seat.id)
-                    .where(Seat.section_id == section_id, free_clause(now))
-                    .order_by(Seat.id)
+                    select(col(Seat.id))
+                    .where(col(Seat.section_id) == section_id, free_clause(now))
+                    .order_by(col(Seat.id))
                     .limit(count)
                 )
             ).scalars()
@@ -116,7 +117,7 @@ async def hold_places(
         if free:
             await session.execute(
                 update(Seat)
-                .where(Seat.id.in_(free))  # type: ignore[attr-defined]
+                .where(col(Seat.id).in_(free))
                 .values(
                     status=SeatStatus.held,
                     order_id=order_id,
@@ -129,18 +130,18 @@ async def hold_places(
     # The pick must be a CTE: PostgreSQL evaluates it once. As an `IN (sub-select … LIMIT n)` the
     # planner may rescan the sub-select after rows were updated and so take more than n places.
     picked = (
-        select(Seat.id)
-        .where(Seat.section_id == section_id, free_clause(now))
-        .order_by(Seat.id)
+        select(col(Seat.id))
+        .where(col(Seat.section_id) == section_id, free_clause(now))
+        .order_by(col(Seat.id))
         .limit(count)
         .with_for_update(skip_locked=True)
         .cte("picked")
     )
     stmt = (
         update(Seat)
-        .where(Seat.id == picked.c.id, free_clause(now))
+        .where(col(Seat.id) == picked.c.id, free_clause(now))
         .values(status=SeatStatus.held, order_id=order_id, hold_expires_at=expires_at, ticket_type_id=ticket_type_id)
-        .returning(Seat.id)
+        .returning(col(Seat.id))
         .execution_options(synchronize_session=False)
     )
     return [r for (r,) in await session.execute(stmt)]
@@ -158,10 +159,10 @@ async def _naive_hold(
     include_blocked: bool,
 ) -> dict[str, tuple[str | None, str]]:
     rows = await session.execute(
-        select(Seat.id, Seat.label, Seat.section_id).where(
-            Seat.id.in_(ids),
-            Seat.gala_id == gala_id,
-            free_clause(now, include_blocked=include_blocked),  # type: ignore[attr-defined]
+        select(col(Seat.id), col(Seat.label), col(Seat.section_id)).where(
+            col(Seat.id).in_(ids),
+            col(Seat.gala_id) == gala_id,
+            free_clause(now, include_blocked=include_blocked),
         )
     )
     free = {sid: (label, section) for sid, label, section in rows.tuples() if section in seats[sid][1]}
@@ -169,7 +170,7 @@ async def _naive_hold(
     for sid in free:
         await session.execute(
             update(Seat)
-            .where(Seat.id == sid)
+            .where(col(Seat.id) == sid)
             .values(
                 status=SeatStatus.held,
                 order_id=order_id,
@@ -185,7 +186,7 @@ async def release_holds(session: AsyncSession, *, order_id: str) -> int:
     """Free every seat and place an order still holds."""
     result = await session.execute(
         update(Seat)
-        .where(Seat.order_id == order_id, Seat.status == SeatStatus.held)
+        .where(col(Seat.order_id) == order_id, col(Seat.status) == SeatStatus.held)
         .values(status=SeatStatus.available, order_id=None, hold_expires_at=None, ticket_type_id=None)
         .execution_options(synchronize_session=False)
     )
@@ -196,7 +197,7 @@ async def sell_held(session: AsyncSession, *, order_id: str) -> int:
     """Turn an order's holds into sales (expired holds still owned by the order included)."""
     result = await session.execute(
         update(Seat)
-        .where(Seat.order_id == order_id, Seat.status == SeatStatus.held)
+        .where(col(Seat.order_id) == order_id, col(Seat.status) == SeatStatus.held)
         .values(status=SeatStatus.sold, hold_expires_at=None)
         .execution_options(synchronize_session=False)
     )
@@ -205,10 +206,14 @@ async def sell_held(session: AsyncSession, *, order_id: str) -> int:
 
 async def release_expired(session: AsyncSession, *, now: datetime, limit: int = 1000) -> int:
     """Tidy expired holds back to `available` (correctness does not depend on it)."""
-    ids = select(Seat.id).where(Seat.status == SeatStatus.held, Seat.hold_expires_at <= now).limit(limit)  # type: ignore[operator]
+    ids = select(col(Seat.id)).where(col(Seat.status) == SeatStatus.held, col(Seat.hold_expires_at) <= now).limit(limit)
     result = await session.execute(
         update(Seat)
-        .where(Seat.id.in_(ids.scalar_subquery()), Seat.status == SeatStatus.held, Seat.hold_expires_at <= now)  # type: ignore[attr-defined,operator]
+        .where(
+            col(Seat.id).in_(ids.scalar_subquery()),
+            col(Seat.status) == SeatStatus.held,
+            col(Seat.hold_expires_at) <= now,
+        )
         .values(status=SeatStatus.available, order_id=None, hold_expires_at=None, ticket_type_id=None)
         .execution_options(synchronize_session=False)
     )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.auth.service import Principal
@@ -43,21 +44,21 @@ _CHUNK = 900  # stay well under SQLite's bound-parameter limit
 def free_clause(now: datetime, *, include_blocked: bool = False) -> ColumnElement[bool]:
     """The availability rule: unsold, and not held, or held by a hold that has expired."""
     free = or_(
-        Seat.status == SeatStatus.available,
-        and_(Seat.status == SeatStatus.held, Seat.hold_expires_at <= now),  # type: ignore[operator]
+        col(Seat.status) == SeatStatus.available,
+        and_(col(Seat.status) == SeatStatus.held, col(Seat.hold_expires_at) <= now),
     )
-    return free if include_blocked else and_(free, Seat.blocked.is_(False))  # type: ignore[attr-defined]
+    return free if include_blocked else and_(free, col(Seat.blocked).is_(False))
 
 
 def live_clause(now: datetime) -> ColumnElement[bool]:
     """Taken: sold, or held by a hold that has not expired yet."""
     return or_(
-        Seat.status == SeatStatus.sold,
-        and_(Seat.status == SeatStatus.held, Seat.hold_expires_at > now),  # type: ignore[operator]
+        col(Seat.status) == SeatStatus.sold,
+        and_(col(Seat.status) == SeatStatus.held, col(Seat.hold_expires_at) > now),
     )
 
 
-def seat_status(seat: Any, now: datetime) -> str:
+def seat_status(seat: Any, now: datetime) -> Literal["available", "held", "sold", "blocked"]:
     """The status shown for a seat: sold, held, blocked or available."""
     if seat.status == SeatStatus.sold:
         return "sold"
@@ -84,16 +85,16 @@ async def _check_new_seats(
     taken: list[str] = []
     for chunk in _chunks(labels):
         rows = await session.execute(
-            select(Seat.label).where(Seat.gala_id == gala_id, Seat.label.in_(chunk))  # type: ignore[union-attr]
+            select(col(Seat.label)).where(col(Seat.gala_id) == gala_id, col(Seat.label).in_(chunk))
         )
         taken.extend(r for (r,) in rows)
     if taken:
         raise DuplicateLabel(f"Seat labels already used in this gala: {', '.join(sorted(taken)[:20])}.", labels=taken)
     tables = sorted({s.table for s in seats if s.table is not None})
     if tables:
-        stmt = select(Seat.table).distinct().where(Seat.gala_id == gala_id, Seat.table.in_(tables))  # type: ignore[union-attr]
+        stmt = select(col(Seat.table)).distinct().where(col(Seat.gala_id) == gala_id, col(Seat.table).in_(tables))
         if section_id is not None:
-            stmt = stmt.where(Seat.section_id != section_id)
+            stmt = stmt.where(col(Seat.section_id) != section_id)
         clashes = [r for (r,) in await session.execute(stmt)]
         if clashes:
             raise DuplicateLabel(
@@ -147,10 +148,12 @@ async def create_section(
 ) -> Section:
     """A reserved section with its seats, or a general area with `capacity` places."""
     await _editable_gala(session, gala_id, principal)
-    name_taken = await session.execute(select(Section.id).where(Section.gala_id == gala_id, Section.name == body.name))
+    name_taken = await session.execute(
+        select(col(Section.id)).where(col(Section.gala_id) == gala_id, col(Section.name) == body.name)
+    )
     if name_taken.first() is not None:
         raise DuplicateSectionName(f"This gala already has a section named {body.name!r}.")
-    position = (await session.execute(select(func.count()).where(Section.gala_id == gala_id))).scalar_one()
+    position = (await session.execute(select(func.count()).where(col(Section.gala_id) == gala_id))).scalar_one()
     section = Section(
         id=new_id("sec"), gala_id=gala_id, name=body.name, kind=body.kind, position=position, created_at=now
     )
@@ -177,7 +180,9 @@ async def get_section(session: AsyncSession, gala_id: str, section_id: str) -> S
 
 async def _available_by_section(session: AsyncSession, gala_id: str, now: datetime) -> dict[str, int]:
     rows = await session.execute(
-        select(Seat.section_id, func.count()).where(Seat.gala_id == gala_id, free_clause(now)).group_by(Seat.section_id)
+        select(col(Seat.section_id), func.count())
+        .where(col(Seat.gala_id) == gala_id, free_clause(now))
+        .group_by(col(Seat.section_id))
     )
     return dict(rows.tuples().all())
 
@@ -195,7 +200,9 @@ def section_read(section: Section, available: int) -> SectionRead:
 
 async def list_sections(session: AsyncSession, gala_id: str, *, now: datetime) -> list[SectionRead]:
     sections = (
-        await session.execute(select(Section).where(Section.gala_id == gala_id).order_by(Section.position, Section.id))
+        await session.execute(
+            select(Section).where(col(Section.gala_id) == gala_id).order_by(col(Section.position), col(Section.id))
+        )
     ).scalars()
     available = await _available_by_section(session, gala_id, now)
     return [section_read(s, available.get(s.id, 0)) for s in sections]
@@ -206,7 +213,7 @@ async def seat_map(session: AsyncSession, gala_id: str, *, now: datetime) -> Sea
     sections = list(
         (
             await session.execute(
-                select(Section).where(Section.gala_id == gala_id).order_by(Section.position, Section.id)
+                select(Section).where(col(Section.gala_id) == gala_id).order_by(col(Section.position), col(Section.id))
             )
         ).scalars()
     )
@@ -215,18 +222,18 @@ async def seat_map(session: AsyncSession, gala_id: str, *, now: datetime) -> Sea
     if reserved_ids:
         rows = await session.execute(
             select(
-                Seat.id,
-                Seat.section_id,
-                Seat.label,
-                Seat.row,
-                Seat.number,
-                Seat.table,
-                Seat.status,
-                Seat.blocked,
-                Seat.hold_expires_at,
+                col(Seat.id),
+                col(Seat.section_id),
+                col(Seat.label),
+                col(Seat.row),
+                col(Seat.number),
+                col(Seat.table),
+                col(Seat.status),
+                col(Seat.blocked),
+                col(Seat.hold_expires_at),
             )
-            .where(Seat.gala_id == gala_id, Seat.label.is_not(None))  # type: ignore[union-attr]
-            .order_by(Seat.section_id, Seat.position)
+            .where(col(Seat.gala_id) == gala_id, col(Seat.label).is_not(None))
+            .order_by(col(Seat.section_id), col(Seat.position))
         )
         for r in rows:
             seats_by_section[r.section_id].append(
@@ -265,7 +272,9 @@ async def _load_seats(session: AsyncSession, gala_id: str, seat_ids: Sequence[st
         found.extend(
             (
                 await session.execute(
-                    select(Seat).where(Seat.gala_id == gala_id, Seat.id.in_(chunk), Seat.label.is_not(None))  # type: ignore[attr-defined,union-attr]
+                    select(Seat).where(
+                        col(Seat.gala_id) == gala_id, col(Seat.id).in_(chunk), col(Seat.label).is_not(None)
+                    )
                 )
             ).scalars()
         )
@@ -289,18 +298,20 @@ async def set_blocked(
     seats = await _load_seats(session, gala_id, seat_ids)
     ids = [s.id for s in seats]
     for chunk in _chunks(ids):
-        await session.execute(update(Seat).where(Seat.id.in_(chunk)).values(blocked=blocked))  # type: ignore[attr-defined]
+        await session.execute(update(Seat).where(col(Seat.id).in_(chunk)).values(blocked=blocked))
     out = []
     for s in sorted(seats, key=lambda s: (s.section_id, s.position)):
         s.blocked = blocked
         out.append(
             SeatRead(id=s.id, label=s.label, row=s.row, number=s.number, table=s.table, status=seat_status(s, now))
-        )  # type: ignore[arg-type]
+        )
     return out
 
 
 async def _section_in_use(session: AsyncSession, section: Section, now: datetime) -> bool:
-    row = await session.execute(select(Seat.id).where(Seat.section_id == section.id, live_clause(now)).limit(1))
+    row = await session.execute(
+        select(col(Seat.id)).where(col(Seat.section_id) == section.id, live_clause(now)).limit(1)
+    )
     return row.first() is not None
 
 
@@ -317,7 +328,9 @@ async def update_section(
     await _editable_gala(session, gala_id, principal)
     section = await get_section(session, gala_id, section_id)
     if body.name is not None and body.name != section.name:
-        clash = await session.execute(select(Section.id).where(Section.gala_id == gala_id, Section.name == body.name))
+        clash = await session.execute(
+            select(col(Section.id)).where(col(Section.gala_id) == gala_id, col(Section.name) == body.name)
+        )
         if clash.first() is not None:
             raise DuplicateSectionName(f"This gala already has a section named {body.name!r}.")
         section.name = body.name
@@ -326,7 +339,7 @@ async def update_section(
             raise WrongSectionKind("A reserved section's capacity is its seats: add or remove seats instead.")
         if body.capacity > section.capacity:
             last = (
-                await session.execute(select(func.max(Seat.position)).where(Seat.section_id == section.id))
+                await session.execute(select(func.max(col(Seat.position))).where(col(Seat.section_id) == section.id))
             ).scalar()
             await _insert_places(session, section, body.capacity - section.capacity, start=(last or 0) + 1)
         else:
@@ -334,9 +347,9 @@ async def update_section(
             free_ids = [
                 r
                 for (r,) in await session.execute(
-                    select(Seat.id)
-                    .where(Seat.section_id == section.id, free_clause(now, include_blocked=True))
-                    .order_by(Seat.position.desc())  # type: ignore[attr-defined]
+                    select(col(Seat.id))
+                    .where(col(Seat.section_id) == section.id, free_clause(now, include_blocked=True))
+                    .order_by(col(Seat.position).desc())
                     .limit(surplus)
                     .with_for_update()
                 )
@@ -347,7 +360,7 @@ async def update_section(
                     f"({section.capacity - len(free_ids)}).",
                 )
             for chunk in _chunks(free_ids):
-                await session.execute(delete(Seat).where(Seat.id.in_(chunk)))  # type: ignore[attr-defined]
+                await session.execute(delete(Seat).where(col(Seat.id).in_(chunk)))
         section.capacity = body.capacity
     session.add(section)
     await session.flush()
@@ -356,14 +369,16 @@ async def update_section(
 
 
 async def _ticket_types_using(session: AsyncSession, gala_id: str, section_id: str) -> list[str]:
-    rows = await session.execute(select(TicketType.id, TicketType.section_ids).where(TicketType.gala_id == gala_id))
+    rows = await session.execute(
+        select(col(TicketType.id), col(TicketType.section_ids)).where(col(TicketType.gala_id) == gala_id)
+    )
     return [tt_id for tt_id, section_ids in rows.tuples() if section_id in section_ids]
 
 
 async def _has_history(session: AsyncSession, where: ColumnElement[bool]) -> bool:
     from tickets.orders.models import OrderItem
 
-    return (await session.execute(select(OrderItem.id).where(where).limit(1))).first() is not None
+    return (await session.execute(select(col(OrderItem.id)).where(where).limit(1))).first() is not None
 
 
 async def delete_section(
@@ -374,12 +389,14 @@ async def delete_section(
 
     await _editable_gala(session, gala_id, principal)
     section = await get_section(session, gala_id, section_id)
-    if await _section_in_use(session, section, now) or await _has_history(session, OrderItem.section_id == section.id):
+    if await _section_in_use(session, section, now) or await _has_history(
+        session, col(OrderItem.section_id) == section.id
+    ):
         raise InventoryInUse("This section has held, sold or ordered seats; it cannot be removed.")
     users = await _ticket_types_using(session, gala_id, section_id)
     if users:
         raise SectionInUse(f"Ticket types still sell from this section: {', '.join(users)}.", ticket_type_ids=users)
-    await session.execute(delete(Seat).where(Seat.section_id == section.id))
+    await session.execute(delete(Seat).where(col(Seat.section_id) == section.id))
     await session.delete(section)
     await session.flush()
 
@@ -393,7 +410,9 @@ async def add_seats(
     if section.kind != SectionKind.reserved:
         raise WrongSectionKind("A general area has places, not seats: change its capacity instead.")
     await _check_new_seats(session, gala_id, section.id, seats)
-    last = (await session.execute(select(func.max(Seat.position)).where(Seat.section_id == section.id))).scalar()
+    last = (
+        await session.execute(select(func.max(col(Seat.position))).where(col(Seat.section_id) == section.id))
+    ).scalar()
     await _insert_seats(session, section, seats, start=(last or 0) + 1)
     section.capacity += len(seats)
     session.add(section)
@@ -409,7 +428,7 @@ async def delete_seat(
 
     await _editable_gala(session, gala_id, principal)
     (seat,) = await _load_seats(session, gala_id, [seat_id])
-    if seat_status(seat, now) in ("held", "sold") or await _has_history(session, OrderItem.seat_id == seat.id):
+    if seat_status(seat, now) in ("held", "sold") or await _has_history(session, col(OrderItem.seat_id) == seat.id):
         raise InventoryInUse(f"Seat {seat.label} is held, sold or was ordered; it cannot be removed.")
     section = await get_section(session, gala_id, seat.section_id)
     await session.delete(seat)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.auth.service import Principal
@@ -24,8 +25,10 @@ from tickets.ticket_types.schemas import TicketTypeCreate, TicketTypeRead, Ticke
 async def _check_sections(session: AsyncSession, gala_id: str, section_ids: Sequence[str]) -> list[Section]:
     sections = list(
         (
-            await session.execute(select(Section).where(Section.gala_id == gala_id, Section.id.in_(section_ids)))
-        ).scalars()  # type: ignore[attr-defined]
+            await session.execute(
+                select(Section).where(col(Section.gala_id) == gala_id, col(Section.id).in_(section_ids))
+            )
+        ).scalars()
     )
     missing = sorted(set(section_ids) - {s.id for s in sections})
     if missing:
@@ -51,7 +54,7 @@ async def create_ticket_type(
     """A new tier selling from the given sections of the gala."""
     gala = await _editable_gala(session, gala_id, principal)
     await _check_sections(session, gala_id, body.section_ids)
-    position = (await session.execute(select(func.count()).where(TicketType.gala_id == gala_id))).scalar_one()
+    position = (await session.execute(select(func.count()).where(col(TicketType.gala_id) == gala_id))).scalar_one()
     tt = TicketType(id=new_id("tt"), gala_id=gala_id, position=position, created_at=now, **body.model_dump())
     session.add(tt)
     await session.flush()
@@ -71,9 +74,9 @@ async def used_by_type(session: AsyncSession, ticket_type_ids: Sequence[str], *,
     if not ticket_type_ids:
         return {}
     rows = await session.execute(
-        select(Seat.ticket_type_id, func.count())
-        .where(Seat.ticket_type_id.in_(ticket_type_ids), live_clause(now))  # type: ignore[union-attr]
-        .group_by(Seat.ticket_type_id)
+        select(col(Seat.ticket_type_id), func.count())
+        .where(col(Seat.ticket_type_id).in_(ticket_type_ids), live_clause(now))
+        .group_by(col(Seat.ticket_type_id))
     )
     return {tt_id: n for tt_id, n in rows.tuples() if tt_id is not None}
 
@@ -82,7 +85,9 @@ async def _reads(
     session: AsyncSession, gala: Gala, tts: Sequence[TicketType], *, now: datetime
 ) -> list[TicketTypeRead]:
     free_rows = await session.execute(
-        select(Seat.section_id, func.count()).where(Seat.gala_id == gala.id, free_clause(now)).group_by(Seat.section_id)
+        select(col(Seat.section_id), func.count())
+        .where(col(Seat.gala_id) == gala.id, free_clause(now))
+        .group_by(col(Seat.section_id))
     )
     free = dict(free_rows.tuples().all())
     used = await used_by_type(session, [t.id for t in tts if t.quota is not None], now=now)
@@ -99,7 +104,9 @@ async def list_ticket_types(session: AsyncSession, gala: Gala, *, now: datetime)
     tts = list(
         (
             await session.execute(
-                select(TicketType).where(TicketType.gala_id == gala.id).order_by(TicketType.position, TicketType.id)
+                select(TicketType)
+                .where(col(TicketType.gala_id) == gala.id)
+                .order_by(col(TicketType.position), col(TicketType.id))
             )
         ).scalars()
     )
@@ -115,7 +122,9 @@ async def read_ticket_type(session: AsyncSession, gala: Gala, ticket_type_id: st
 async def _has_orders(session: AsyncSession, ticket_type_id: str) -> bool:
     from tickets.orders.models import OrderItem
 
-    row = await session.execute(select(OrderItem.id).where(OrderItem.ticket_type_id == ticket_type_id).limit(1))
+    row = await session.execute(
+        select(col(OrderItem.id)).where(col(OrderItem.ticket_type_id) == ticket_type_id).limit(1)
+    )
     return row.first() is not None
 
 
@@ -142,14 +151,16 @@ async def update_ticket_type(
         raise validation_error(["body"], str(exc)) from exc
     if "section_ids" in changes:
         new_sections = await _check_sections(session, gala_id, changes["section_ids"])
-        old_kind = (await session.execute(select(Section.kind).where(Section.id == tt.section_ids[0]))).scalar()
+        old_kind = (
+            await session.execute(select(col(Section.kind)).where(col(Section.id) == tt.section_ids[0]))
+        ).scalar()
         if old_kind is not None and new_sections[0].kind != old_kind and await _has_orders(session, tt.id):
             raise TicketTypeInUse("A tier with orders cannot switch between reserved and general sections.")
         dropped = set(tt.section_ids) - set(changes["section_ids"])
         if dropped:
             sold = await session.execute(
-                select(Seat.id)
-                .where(Seat.ticket_type_id == tt.id, Seat.section_id.in_(dropped), live_clause(now))  # type: ignore[attr-defined]
+                select(col(Seat.id))
+                .where(col(Seat.ticket_type_id) == tt.id, col(Seat.section_id).in_(dropped), live_clause(now))
                 .limit(1)
             )
             if sold.first() is not None:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import insert, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.ids import new_id
@@ -70,17 +71,17 @@ async def tickets_of_order(session: AsyncSession, order_id: str) -> list[Ticket]
     return list(
         (
             await session.execute(
-                select(Ticket).where(Ticket.order_id == order_id).order_by(Ticket.issued_at, Ticket.id)
+                select(Ticket).where(col(Ticket.order_id) == order_id).order_by(col(Ticket.issued_at), col(Ticket.id))
             )
         ).scalars()
     )
 
 
 async def get_ticket(session: AsyncSession, ticket_id: str, *, lock: bool = False) -> Ticket:
-    stmt = select(Ticket).where(Ticket.id == ticket_id)
+    stmt = select(Ticket).where(col(Ticket.id) == ticket_id)
     if lock:
         stmt = stmt.with_for_update()
-    ticket = (await session.execute(stmt)).scalar_one_or_none()
+    ticket: Ticket | None = (await session.execute(stmt)).scalar_one_or_none()
     if ticket is None:
         raise TicketNotFound(f"No ticket {ticket_id}.")
     return ticket

@@ -8,7 +8,7 @@ Create Date: 2026-12-01 03:18:47.836407
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 import tickets.db

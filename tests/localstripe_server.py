@@ -10,7 +10,7 @@ import aiohttp.web
 import localstripe.resources
 from localstripe.server import app
 
-localstripe.resources.Store.dump_to_disk = lambda self: None  # type: ignore[method-assign]
+localstripe.resources.Store.dump_to_disk = lambda _self: None  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     aiohttp.web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)

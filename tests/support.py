@@ -91,9 +91,11 @@ def live_server(env: dict[str, str], *, workers: int = 2, cwd: Path | None = Non
             proc.kill()
             proc.wait()
         log.close()
-        errors = [line for line in Path(log.name).read_text(errors="replace").splitlines() if '"level": "error"' in line]
+        errors = [
+            line for line in Path(log.name).read_text(errors="replace").splitlines() if '"level": "error"' in line
+        ]
         if errors:
-            print(f"server log {log.name} has {len(errors)} error lines; first: {errors[0][:2000]}")
+            sys.stderr.write(f"server log {log.name} has {len(errors)} error lines; first: {errors[0][:2000]}\n")
 
 
 @contextmanager

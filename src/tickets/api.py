@@ -6,6 +6,7 @@ from tickets.auth.router import router as api_keys_router
 from tickets.galas.router import router as galas_router
 from tickets.orders.router import comp_router, promo_router
 from tickets.orders.router import router as orders_router
+from tickets.payments.router import router as payments_router
 from tickets.seating.router import router as seating_router
 from tickets.ticket_types.router import router as ticket_types_router
 from tickets.tickets.router import router as tickets_router
@@ -18,4 +19,5 @@ api_router.include_router(promo_router)
 api_router.include_router(orders_router)
 api_router.include_router(comp_router)
 api_router.include_router(tickets_router)
+api_router.include_router(payments_router)
 api_router.include_router(api_keys_router)

@@ -19,6 +19,8 @@ from tickets.keys import KeyRing
 from tickets.logs import configure_logging
 from tickets.middleware import RequestContextMiddleware
 from tickets.orders import service as orders_service
+from tickets.payments import cancellation
+from tickets.payments import service as payments_service
 from tickets.problems import Problem, register_problem_handlers
 
 DESCRIPTION = """
@@ -39,18 +41,21 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Fa
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        tasks = []
-        if run_jobs:
-            tasks.append(
-                asyncio.create_task(
-                    run_periodically(
-                        db,
-                        orders_service.expire_due_orders,
-                        name="orders.expire",
-                        interval=settings.sweep_interval_seconds,
-                    )
-                )
-            )
+        jobs = {
+            "orders.expire": lambda db: orders_service.expire_due_orders(
+                db, include_card_orders=not settings.payments_enabled
+            ),
+            "payments.reconcile_pending": lambda db: payments_service.reconcile_pending(db, settings),
+            "payments.resume_cancellations": lambda db: cancellation.resume_all(db, settings),
+        }
+        tasks = (
+            [
+                asyncio.create_task(run_periodically(db, job, name=name, interval=settings.sweep_interval_seconds))
+                for name, job in jobs.items()
+            ]
+            if run_jobs
+            else []
+        )
         try:
             yield
         finally:
@@ -72,6 +77,8 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Fa
             {"name": "Ticket types", "description": "Price tiers."},
             {"name": "Orders", "description": "Holding seats, buying, cancelling."},
             {"name": "Promo codes", "description": "Discount codes per gala."},
+            {"name": "Payments", "description": "Stripe webhooks and refunds."},
+            {"name": "Tickets", "description": "Tickets, their codes and attendees."},
             {"name": "API keys", "description": "Staff credentials and roles."},
             {"name": "Operations", "description": "Health and readiness."},
         ],

@@ -1,8 +1,9 @@
 """Every table, imported in one place for Alembic and the metadata."""
 
 from tickets.auth.models import ApiKey
-from tickets.galas.models import Gala
+from tickets.galas.models import Gala, GalaCancellation
 from tickets.orders.models import IdempotencyRecord, Order, OrderItem, PromoCode
+from tickets.payments.models import Refund, StripeEvent
 from tickets.seating.models import Seat, Section
 from tickets.ticket_types.models import TicketType
 from tickets.tickets.models import Ticket
@@ -10,12 +11,15 @@ from tickets.tickets.models import Ticket
 __all__ = [
     "ApiKey",
     "Gala",
+    "GalaCancellation",
     "IdempotencyRecord",
     "Order",
     "OrderItem",
     "PromoCode",
+    "Refund",
     "Seat",
     "Section",
+    "StripeEvent",
     "Ticket",
     "TicketType",
 ]

@@ -46,36 +46,71 @@ def server_env(database_url: str, stripe_base: str, data_dir: Path, **extra: str
 def make_admin_key(database_url: str, data_dir: Path) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "tickets.cli", "create-api-key", "--role", "admin", "--name", "race admin"],
-        capture_output=True, text=True, check=True, cwd=data_dir,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=data_dir,
         env={**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": TEST_SECRET},
     )
     return out.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
-def server(database_url: str, stripe_base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+def server(
+    database_url: str, stripe_base: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, dict[str, str]]]:
     data_dir = tmp_path_factory.mktemp("race")
     key = make_admin_key(database_url, data_dir)
     with live_server(server_env(database_url, stripe_base, data_dir), workers=2, cwd=data_dir) as base:
         yield base, {"Authorization": f"Bearer {key}"}
 
 
-async def setup_gala(c: httpx.AsyncClient, admin: dict[str, str], *, seats: int = 0, places: int = 0,
-                     price: int = 0, quota: int | None = None) -> dict[str, Any]:
-    r = await c.post("/v1/galas", headers=admin, json={
-        "title": "Sell-out", "venue_name": "Hall", "starts_at": "2030-01-01T19:00:00Z", "timezone": "America/Toronto"})
+async def setup_gala(
+    c: httpx.AsyncClient,
+    admin: dict[str, str],
+    *,
+    seats: int = 0,
+    places: int = 0,
+    price: int = 0,
+    quota: int | None = None,
+) -> dict[str, Any]:
+    r = await c.post(
+        "/v1/galas",
+        headers=admin,
+        json={
+            "title": "Sell-out",
+            "venue_name": "Hall",
+            "starts_at": "2030-01-01T19:00:00Z",
+            "timezone": "America/Toronto",
+        },
+    )
     gala = r.json()
     out: dict[str, Any] = {"gala": gala}
     if seats:
-        sec = (await c.post(f"/v1/galas/{gala['id']}/sections", headers=admin, json={
-            "name": "Stalls", "kind": "reserved", "seats": [{"label": f"S{i}"} for i in range(seats)]})).json()
-        tier = (await c.post(f"/v1/galas/{gala['id']}/ticket-types", headers=admin, json={
-            "name": "Seat", "price_amount": price, "section_ids": [sec["id"]]})).json()
+        sec = (
+            await c.post(
+                f"/v1/galas/{gala['id']}/sections",
+                headers=admin,
+                json={"name": "Stalls", "kind": "reserved", "seats": [{"label": f"S{i}"} for i in range(seats)]},
+            )
+        ).json()
+        tier = (
+            await c.post(
+                f"/v1/galas/{gala['id']}/ticket-types",
+                headers=admin,
+                json={"name": "Seat", "price_amount": price, "section_ids": [sec["id"]]},
+            )
+        ).json()
         seat_map = (await c.get(f"/v1/galas/{gala['id']}/seats", headers=admin)).json()
         out.update(section=sec, tier=tier, seat_ids=[s["id"] for s in seat_map["sections"][0]["seats"]])
     if places:
-        area = (await c.post(f"/v1/galas/{gala['id']}/sections", headers=admin, json={
-            "name": "Floor", "kind": "general", "capacity": places})).json()
+        area = (
+            await c.post(
+                f"/v1/galas/{gala['id']}/sections",
+                headers=admin,
+                json={"name": "Floor", "kind": "general", "capacity": places},
+            )
+        ).json()
         body: dict[str, Any] = {"name": "Floor", "price_amount": price, "section_ids": [area["id"]]}
         if quota is not None:
             body["quota"] = quota
@@ -93,7 +128,13 @@ async def rush(base: str, bodies: list[dict[str, Any]], *, connections: int = 64
 
 
 def buyer(gala_id: str, items: list[dict[str, Any]], n: int, **extra: Any) -> dict[str, Any]:
-    return {"gala_id": gala_id, "buyer_email": f"buyer{n}@example.org", "buyer_name": f"Buyer {n}", "items": items, **extra}
+    return {
+        "gala_id": gala_id,
+        "buyer_email": f"buyer{n}@example.org",
+        "buyer_name": f"Buyer {n}",
+        "items": items,
+        **extra,
+    }
 
 
 def summarise(responses: list[httpx.Response]) -> Counter[str]:
@@ -124,7 +165,11 @@ async def test_reserved_seats_never_sold_twice(server: tuple[str, dict[str, str]
         setup = await setup_gala(c, admin, seats=30, price=2500)
         rng = random.Random(7)
         bodies = [
-            buyer(setup["gala"]["id"], [{"ticket_type_id": setup["tier"]["id"], "seat_id": s} for s in rng.sample(setup["seat_ids"], 2)], n)
+            buyer(
+                setup["gala"]["id"],
+                [{"ticket_type_id": setup["tier"]["id"], "seat_id": s} for s in rng.sample(setup["seat_ids"], 2)],
+                n,
+            )
             for n in range(BUYERS)
         ]
         responses = await rush(base, bodies)
@@ -148,7 +193,10 @@ async def test_general_admission_sells_out_exactly(server: tuple[str, dict[str, 
     base, admin = server
     async with httpx.AsyncClient(base_url=base, timeout=60) as c:
         setup = await setup_gala(c, admin, places=100)
-        bodies = [buyer(setup["gala"]["id"], [{"ticket_type_id": setup["tier"]["id"], "quantity": 1}], n) for n in range(BUYERS)]
+        bodies = [
+            buyer(setup["gala"]["id"], [{"ticket_type_id": setup["tier"]["id"], "quantity": 1}], n)
+            for n in range(BUYERS)
+        ]
         responses = await rush(base, bodies)
         summary = summarise(responses)
         assert not any(r.status_code >= 500 for r in responses), summary
@@ -167,7 +215,10 @@ async def test_held_plus_sold_never_exceeds_a_quota(server: tuple[str, dict[str,
     base, admin = server
     async with httpx.AsyncClient(base_url=base, timeout=60) as c:
         setup = await setup_gala(c, admin, places=200, price=1500, quota=40)
-        bodies = [buyer(setup["gala"]["id"], [{"ticket_type_id": setup["tier"]["id"], "quantity": 1 + n % 3}], n) for n in range(BUYERS)]
+        bodies = [
+            buyer(setup["gala"]["id"], [{"ticket_type_id": setup["tier"]["id"], "quantity": 1 + n % 3}], n)
+            for n in range(BUYERS)
+        ]
         responses = await rush(base, bodies)
         summary = summarise(responses)
         assert not any(r.status_code >= 500 for r in responses), summary
@@ -182,17 +233,26 @@ async def test_promo_code_limit_holds_under_a_rush(server: tuple[str, dict[str, 
     base, admin = server
     async with httpx.AsyncClient(base_url=base, timeout=60) as c:
         setup = await setup_gala(c, admin, places=500, price=1000)
-        r = await c.post(f"/v1/galas/{setup['gala']['id']}/promo-codes", headers=admin,
-                         json={"code": "FIRST10", "discount_kind": "fixed", "amount_off": 1000, "max_uses": 10})
+        r = await c.post(
+            f"/v1/galas/{setup['gala']['id']}/promo-codes",
+            headers=admin,
+            json={"code": "FIRST10", "discount_kind": "fixed", "amount_off": 1000, "max_uses": 10},
+        )
         assert r.status_code == 201
-        bodies = [buyer(setup["gala"]["id"], [{"ticket_type_id": setup["tier"]["id"], "quantity": 1}], n, promo_code="first10")
-                  for n in range(BUYERS)]
+        bodies = [
+            buyer(
+                setup["gala"]["id"], [{"ticket_type_id": setup["tier"]["id"], "quantity": 1}], n, promo_code="first10"
+            )
+            for n in range(BUYERS)
+        ]
         responses = await rush(base, bodies)
         summary = summarise(responses)
         assert not any(r.status_code >= 500 for r in responses), summary
         assert summary["201"] == 10, summary
         assert set(summary) <= {"201", "409 promo_code_exhausted", "409 busy"}, summary
-        assert all(r.json()["total_amount"] == 0 and r.json()["status"] == "paid" for r in responses if r.status_code == 201)
+        assert all(
+            r.json()["total_amount"] == 0 and r.json()["status"] == "paid" for r in responses if r.status_code == 201
+        )
         promos = (await c.get(f"/v1/galas/{setup['gala']['id']}/promo-codes", headers=admin)).json()
         assert promos[0]["uses"] == 10
     assert find_violations(database_url) == []
@@ -209,8 +269,14 @@ async def test_the_race_is_real_without_protection(stripe_base: str, tmp_path: P
         with live_server(env, workers=2, cwd=tmp_path) as base:
             async with httpx.AsyncClient(base_url=base, timeout=60) as c:
                 setup = await setup_gala(c, admin, seats=5, price=2500)
-                bodies = [buyer(setup["gala"]["id"], [{"ticket_type_id": setup["tier"]["id"], "seat_id": setup["seat_ids"][n % 5]}], n)
-                          for n in range(200)]
+                bodies = [
+                    buyer(
+                        setup["gala"]["id"],
+                        [{"ticket_type_id": setup["tier"]["id"], "seat_id": setup["seat_ids"][n % 5]}],
+                        n,
+                    )
+                    for n in range(200)
+                ]
                 responses = await rush(base, bodies)
                 won = [r.json() for r in responses if r.status_code == 201]
                 taken = Counter(i["seat_id"] for o in won for i in o["items"])
@@ -219,6 +285,10 @@ async def test_the_race_is_real_without_protection(stripe_base: str, tmp_path: P
                 assert max(owners.values()) > 1
         violations = find_violations(url)
         assert any("live orders" in v for v in violations), violations
-        result = subprocess.run([sys.executable, "-m", "tickets.cli", "check"], capture_output=True, text=True,
-                                env={**os.environ, "DATABASE_URL": url})
+        result = subprocess.run(
+            [sys.executable, "-m", "tickets.cli", "check"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "DATABASE_URL": url},
+        )
         assert result.returncode == 1 and "live orders" in result.stdout

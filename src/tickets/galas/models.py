@@ -37,3 +37,26 @@ class Gala(SQLModel, table=True):
     published_at: datetime | None = utc_field(nullable=True)
     closed_at: datetime | None = utc_field(nullable=True)
     cancelled_at: datetime | None = utc_field(nullable=True)
+
+
+class CancellationState(StrEnum):
+    running = "running"
+    completed = "completed"
+
+
+class GalaCancellation(SQLModel, table=True):
+    """The resumable job that refunds every paid order of a cancelled gala, and its progress."""
+
+    __tablename__ = "gala_cancellation"
+
+    gala_id: str = Field(primary_key=True, foreign_key="gala.id", max_length=32)
+    state: str = Field(default=CancellationState.running, max_length=16)
+    reason: str | None = Field(default=None, max_length=500)
+    orders_total: int = 0
+    orders_refunded: int = 0
+    refunded_amount: int = 0
+    failures: int = 0
+    last_error: str | None = Field(default=None, max_length=500)
+    started_at: datetime = created_at_field()
+    updated_at: datetime = created_at_field()
+    finished_at: datetime | None = utc_field(nullable=True)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 
 from tickets.auth.deps import AdminKey, OptionalPrincipal
 from tickets.auth.errors import GalaNotAllowed, RoleRequired
@@ -14,9 +14,10 @@ from tickets.galas.errors import (
     GalaNotReady,
     InvalidGalaTransition,
 )
-from tickets.galas.models import GalaStatus
-from tickets.galas.schemas import GalaCreate, GalaID, GalaRead, GalaUpdate
+from tickets.galas.models import GalaCancellation, GalaStatus
+from tickets.galas.schemas import GalaCancel, GalaCreate, GalaID, GalaRead, GalaUpdate
 from tickets.pagination import Cursor, InvalidCursor, Limit, Page
+from tickets.payments import cancellation
 from tickets.problems import InvalidApiKey, Unauthenticated, problem_responses
 
 router = APIRouter(prefix="/galas", tags=["Galas"])
@@ -58,8 +59,11 @@ async def list_galas(
 
 @router.get("/{gala_id}", summary="Read a gala", responses=problem_responses(InvalidApiKey, GalaNotFound))
 async def read_gala(gala_id: GalaID, session: SessionDep, principal: OptionalPrincipal) -> GalaRead:
-    """A published gala is public; a draft is visible to staff only."""
-    return GalaRead.from_model(await galas_service.get_gala(session, gala_id, principal=principal))
+    """A published gala is public; a draft is visible to staff only. A cancelled gala carries the
+    progress of its refunds in `cancellation`."""
+    gala = await galas_service.get_gala(session, gala_id, principal=principal)
+    job = await session.get(GalaCancellation, gala.id) if gala.status == GalaStatus.cancelled else None
+    return GalaRead.from_model(gala, job)
 
 
 @router.patch(
@@ -91,3 +95,28 @@ async def publish_gala(gala_id: GalaID, session: SessionDep, principal: AdminKey
 async def close_gala(gala_id: GalaID, session: SessionDep, principal: AdminKey) -> GalaRead:
     """`on_sale` → `closed`: no more sales; tickets already sold still admit at the door."""
     return GalaRead.from_model(await galas_service.close_gala(session, gala_id, principal=principal, now=utc_now()))
+
+
+@router.post(
+    "/{gala_id}/cancel",
+    status_code=202,
+    summary="Cancel a gala",
+    responses=problem_responses(*ADMIN_PROBLEMS, GalaNotFound),
+)
+async def cancel_gala(
+    request: Request,
+    gala_id: GalaID,
+    session: SessionDep,
+    principal: AdminKey,
+    background: BackgroundTasks,
+    body: GalaCancel | None = None,
+) -> GalaRead:
+    """→ `cancelled`: sales stop, every ticket (comps too) is void at once, pending orders are cancelled,
+    and every paid order is refunded by a resumable job (rerunning it finishes what an interrupted run
+    left and refunds nothing twice). Follow its progress in `cancellation` on the gala. Cancelling
+    again is harmless."""
+    gala = await galas_service.get_gala_for_update(session, gala_id, principal=principal)
+    job = await cancellation.start(session, gala, reason=body.reason if body else None, now=utc_now())
+    if job.state != "completed":
+        background.add_task(cancellation.run, request.app.state.db, request.app.state.settings, gala.id)
+    return GalaRead.from_model(gala, job)

@@ -6,7 +6,7 @@ from typing import Annotated, Self
 from fastapi import Path
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from tickets.galas.models import Gala, GalaStatus
+from tickets.galas.models import CancellationState, Gala, GalaCancellation, GalaStatus
 from tickets.validation import CurrencyCode, TimeZoneName
 
 GalaID = Annotated[str, Path(pattern="^gal_[A-Za-z0-9]{1,40}$", description="Gala id (`gal_…`)")]
@@ -66,6 +66,26 @@ class GalaUpdate(BaseModel):
     name_change_cutoff: AwareDatetime | None = None
 
 
+class CancellationRead(BaseModel):
+    """Progress of the job that refunds every paid order of a cancelled gala."""
+
+    state: CancellationState
+    reason: str | None
+    orders_total: int = Field(description="Paid orders to refund.")
+    orders_refunded: int
+    refunded_amount: int
+    failures: int = Field(description="Refunds that failed and will be retried.")
+    last_error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class GalaCancel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=500)
+
+
 class GalaRead(BaseModel):
     id: str = Field(examples=["gal_4fQ9x2LmPq8ZrT1vWb3c"])
     title: str
@@ -84,7 +104,11 @@ class GalaRead(BaseModel):
     published_at: datetime | None
     closed_at: datetime | None
     cancelled_at: datetime | None
+    cancellation: CancellationRead | None = None
 
     @classmethod
-    def from_model(cls, gala: Gala) -> GalaRead:
-        return cls.model_validate(gala, from_attributes=True)
+    def from_model(cls, gala: Gala, cancellation: GalaCancellation | None = None) -> GalaRead:
+        read = cls.model_validate(gala, from_attributes=True)
+        if cancellation is not None:
+            read.cancellation = CancellationRead.model_validate(cancellation, from_attributes=True)
+        return read

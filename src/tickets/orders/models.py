@@ -59,6 +59,11 @@ class Order(SQLModel, table=True):
     client_secret: str | None = Field(default=None, max_length=255)
     created_by_key_id: str | None = Field(default=None, max_length=32)
     expires_at: datetime | None = utc_field(nullable=True)
+    hold_extended_until: datetime | None = utc_field(nullable=True)
+    last_payment_error: str | None = Field(default=None, max_length=500)
+    late_payment: str | None = Field(default=None, max_length=16)  # "retaken" or "refunded"
+    reconciled_at: datetime | None = utc_field(nullable=True)
+    disputed_at: datetime | None = utc_field(nullable=True)
     created_at: datetime = created_at_field()
     updated_at: datetime = created_at_field()
     paid_at: datetime | None = utc_field(nullable=True)

@@ -240,10 +240,20 @@ async def list_orders(
     responses=problem_responses(InvalidApiKey, InvalidOrderToken, RoleRequired, OrderNotFound),
 )
 async def read_order(request: Request, access: OrderAccessDep, session: SessionDep) -> OrderRead:
-    """The buyer (with `X-Order-Token`) or box office / admin. A pending order past `expires_at` reads
-    as `expired`."""
-    items = await orders_service.get_items(session, access.order.id)
-    return order_read(request.app.state.keys, access.order, items, now=utc_now())
+    """The buyer (with `X-Order-Token`) or box office / admin. A pending card order is first checked
+    with Stripe, so a payment whose webhook has not arrived yet already shows as `paid`. A pending
+    order past `expires_at` reads as `expired`."""
+    order = access.order
+    settings = request.app.state.settings
+    if order.status == OrderStatus.pending and order.payment_intent_id and settings.payments_enabled:
+        try:
+            if await payments_service.reconcile_order(request.app.state.db, settings, order.id) != "nothing_to_do":
+                await session.commit()  # see the reconciled state in a fresh transaction
+                await session.refresh(order)
+        except PaymentProviderError:
+            pass  # Stripe unreachable: show what we know
+    items = await orders_service.get_items(session, order.id)
+    return order_read(request.app.state.keys, order, items, now=utc_now())
 
 
 @router.post(

@@ -551,18 +551,21 @@ async def list_orders(
     return await paginate(session, stmt, created_col=Order.created_at, id_col=Order.id, limit=limit, cursor=cursor)
 
 
-async def expire_due_orders(db: Database, *, now: datetime | None = None, batch: int = 500) -> int:
-    """Write down expiry of pending orders past `expires_at` and tidy their holds. Idempotent."""
+async def expire_due_orders(
+    db: Database, *, now: datetime | None = None, batch: int = 500, include_card_orders: bool = True
+) -> int:
+    """Write down expiry of pending orders past `expires_at` and tidy expired holds. Idempotent.
+
+    With Stripe configured, card orders are left to the payments reconciliation, which asks Stripe
+    first (a payment may have succeeded, or be mid-3-D Secure) before expiring them."""
     from tickets.clock import utc_now
 
     now = now or utc_now()
     async with db.sessions() as session:
-        due = (
-            select(col(Order.id))
-            .where(col(Order.status) == OrderStatus.pending, col(Order.expires_at) <= now)
-            .limit(batch)
-            .scalar_subquery()
-        )
+        due_stmt = select(col(Order.id)).where(col(Order.status) == OrderStatus.pending, col(Order.expires_at) <= now)
+        if not include_card_orders:
+            due_stmt = due_stmt.where(col(Order.payment_provider) != PaymentProvider.stripe)
+        due = due_stmt.limit(batch).scalar_subquery()
         result = await session.execute(
             update(Order)
             .where(col(Order.id).in_(due), col(Order.status) == OrderStatus.pending)

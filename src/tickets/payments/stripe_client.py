@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -12,8 +13,6 @@ from tickets.config import Settings
 from tickets.payments.errors import PaymentProviderError
 
 log = logging.getLogger("tickets.payments.stripe")
-
-SignatureVerificationError = stripe.SignatureVerificationError
 
 
 @dataclass(frozen=True)
@@ -39,13 +38,15 @@ def _intent(obj: Any) -> Intent:
     if charge is not None and not isinstance(charge, str):
         charge = _field(charge, "id")
     metadata = _field(obj, "metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        metadata = metadata.to_dict()
     return Intent(
         id=obj["id"],
         status=obj["status"],
         amount=int(obj["amount"]),
         currency=str(obj["currency"]).upper(),
         client_secret=_field(obj, "client_secret"),
-        metadata={k: str(v) for k, v in metadata.to_dict().items()} if metadata is not None else {},
+        metadata={str(k): str(v) for k, v in metadata.items()} if metadata is not None else {},
         latest_charge=charge,
     )
 
@@ -111,6 +112,22 @@ class StripeGateway:
         return str(obj["id"])
 
 
-def construct_event(payload: bytes, signature: str, secret: str, *, tolerance: int = 300) -> Any:
-    """Verify a webhook's `Stripe-Signature` and parse it; raises on a bad or stale signature."""
-    return stripe.Webhook.construct_event(payload, signature, secret, tolerance=tolerance)
+def intent_from_event(obj: dict[str, Any]) -> Intent:
+    """The PaymentIntent carried by a (verified) webhook event."""
+    return _intent(obj)
+
+
+def verify_webhook(payload: bytes, signature: str, secret: str, *, tolerance: int = 300) -> dict[str, Any]:
+    """Check a webhook's `Stripe-Signature` (HMAC-SHA256 of "<t>.<body>", timestamp within
+    `tolerance` seconds) and parse the event. Raises ValueError on a bad, missing or stale signature."""
+    if not secret:
+        # An empty secret verifies against an empty key, which anyone can forge.
+        raise ValueError("no webhook secret configured")
+    try:
+        stripe.WebhookSignature.verify_header(payload.decode("utf-8"), signature, secret, tolerance)
+    except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
+        raise ValueError("invalid signature") from exc
+    event = json.loads(payload)
+    if not isinstance(event, dict) or "id" not in event or "type" not in event:
+        raise ValueError("not a Stripe event")
+    return event

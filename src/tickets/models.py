@@ -7,6 +7,7 @@ from tickets.payments.models import Refund, StripeEvent
 from tickets.seating.models import Seat, Section
 from tickets.ticket_types.models import TicketType
 from tickets.tickets.models import Ticket
+from tickets.webhooks.models import OutboxEvent
 
 __all__ = [
     "ApiKey",
@@ -15,6 +16,7 @@ __all__ = [
     "IdempotencyRecord",
     "Order",
     "OrderItem",
+    "OutboxEvent",
     "PromoCode",
     "Refund",
     "Seat",

@@ -1,0 +1,25 @@
+"""Writing events to the outbox, inside the caller's transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from tickets.clock import utc_now
+from tickets.ids import new_id
+from tickets.webhooks.models import OutboxEvent
+
+EVENT_TYPES = ("order.paid", "order.refunded", "order.expired", "ticket.checked_in", "gala.sold_out")
+
+
+async def emit(
+    session: AsyncSession, event_type: str, *, gala_id: str | None, data: dict[str, Any], now: datetime | None = None
+) -> OutboxEvent:
+    """Record an event; it is delivered only if the caller's transaction commits."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {event_type}")
+    event = OutboxEvent(id=new_id("evt"), type=event_type, gala_id=gala_id, data=data, created_at=now or utc_now())
+    session.add(event)
+    return event

@@ -9,6 +9,16 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
 
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright; they fail without it.
+# Never `playwright install`: it downloads a browser build of its own.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -18,6 +18,7 @@ from tests.factories import on_sale_theatre, order_body
 ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): "public",
     ("GET", "/readyz"): "public",
+    ("GET", "/metrics"): "public",
     ("POST", "/v1/galas"): "admin",
     ("GET", "/v1/galas"): "public",
     ("GET", "/v1/galas/{gala_id}"): "public",
@@ -53,6 +54,15 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/v1/orders/{order_id}/refunds"): "admin",
     ("GET", "/v1/orders/{order_id}/refunds"): "admin",
     ("POST", "/v1/payments/stripe/webhook"): "stripe",
+    ("POST", "/v1/webhook-endpoints"): "admin",
+    ("GET", "/v1/webhook-endpoints"): "admin",
+    ("GET", "/v1/webhook-endpoints/{endpoint_id}"): "admin",
+    ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"): "admin",
+    ("GET", "/v1/webhook-endpoints/{endpoint_id}/deliveries"): "admin",
+    ("GET", "/v1/webhook-deliveries/{delivery_id}"): "admin",
+    ("POST", "/v1/webhook-deliveries/{delivery_id}/replay"): "admin",
+    ("GET", "/v1/galas/{gala_id}/attendees"): "admin",
+    ("GET", "/v1/galas/{gala_id}/stats"): "admin",
     ("POST", "/v1/api-keys"): "admin",
     ("GET", "/v1/api-keys"): "admin",
     ("GET", "/v1/api-keys/{key_id}"): "admin",
@@ -93,6 +103,8 @@ async def objects(client: httpx.AsyncClient, admin: dict[str, str]) -> dict[str,
         "ticket_type_id": tier["id"],
         "promo_code_id": "prm_" + "x" * 20,
         "key_id": "key_" + "x" * 20,
+        "endpoint_id": "whe_" + "x" * 20,
+        "delivery_id": "whd_" + "x" * 20,
     }
 
 

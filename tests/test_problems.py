@@ -46,3 +46,13 @@ async def test_request_id_and_security_headers(client: httpx.AsyncClient) -> Non
     assert r.headers["x-request-id"] == "abc-123"
     assert r.headers["x-content-type-options"] == "nosniff"
     assert (await client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_metrics_in_prometheus_format(client: httpx.AsyncClient) -> None:
+    await client.get("/v1/galas")
+    r = await client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'tickets_http_requests_total{method="GET",route="/v1/galas",status="200"}' in text
+    assert "tickets_http_request_duration_seconds_bucket" in text
+    assert "# TYPE tickets_orders gauge" in text and "tickets_holds_active " in text

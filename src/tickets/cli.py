@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from tickets.config import get_settings
@@ -30,6 +32,9 @@ def _serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     upgrade_to_head(settings.database_url)  # once, before any worker starts
     settings.resolved_secret_key()  # make the secret before workers race to create it
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Let every worker's request metrics be summed at /metrics.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tickets-metrics-")
     log.info("serving on http://%s:%d with %d worker(s)", args.host, args.port, args.workers)
     uvicorn.run(
         "tickets.main:app_factory",

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tickets.ratelimit import RateLimit, parse_limit
+
 
 class Settings(BaseSettings):
     """Every setting the service reads. Names are the environment variables, case-insensitive."""
@@ -46,6 +48,7 @@ class Settings(BaseSettings):
     rate_limit_storage_url: str = "memory://"
     cors_origins: str = ""
     webhook_allow_private_urls: bool = False
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     access_log: bool = False
@@ -54,6 +57,25 @@ class Settings(BaseSettings):
     # Test-only switch: replaces the atomic seat hold by a naive read-then-write so the race
     # tests can show that they fail without the protection. Never set it in production.
     unsafe_naive_holds: bool = False
+
+    @field_validator("rate_limit_orders", "rate_limit_scans")
+    @classmethod
+    def _valid_limit(cls, value: str) -> str:
+        parse_limit(value)  # raises ValueError on a malformed limit
+        return value
+
+    @field_validator(
+        "stripe_secret_key",
+        "stripe_webhook_secret",
+        "stripe_api_base",
+        "smtp_host",
+        "secret_key",
+        "order_url_template",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("database_url")
     @classmethod
@@ -67,6 +89,14 @@ class Settings(BaseSettings):
     @property
     def payments_enabled(self) -> bool:
         return self.stripe_secret_key is not None and self.stripe_webhook_secret is not None
+
+    @property
+    def orders_limit(self) -> RateLimit | None:
+        return parse_limit(self.rate_limit_orders)
+
+    @property
+    def scans_limit(self) -> RateLimit | None:
+        return parse_limit(self.rate_limit_scans)
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -13,15 +13,20 @@ from tickets import __version__
 from tickets.api import api_router
 from tickets.config import Settings, get_settings
 from tickets.db import Database
+from tickets.door import router as door_router
 from tickets.health import router as health_router
 from tickets.jobs import run_periodically
 from tickets.keys import KeyRing
 from tickets.logs import configure_logging
+from tickets.metrics import MetricsMiddleware
+from tickets.metrics import router as metrics_router
 from tickets.middleware import RequestContextMiddleware
 from tickets.orders import service as orders_service
 from tickets.payments import cancellation
 from tickets.payments import service as payments_service
 from tickets.problems import Problem, register_problem_handlers
+from tickets.ratelimit import RateLimiter
+from tickets.webhooks import service as webhooks_service
 
 DESCRIPTION = """
 Event ticketing and gala registration: galas, seat inventory, orders paid through Stripe,
@@ -38,6 +43,7 @@ QR-coded tickets and door check-in.
 def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> FastAPI:
     settings = settings or get_settings()
     db = Database.from_settings(settings)
+    keys = KeyRing(settings.resolved_secret_key())
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -53,6 +59,16 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Fa
                 asyncio.create_task(run_periodically(db, job, name=name, interval=settings.sweep_interval_seconds))
                 for name, job in jobs.items()
             ]
+            + [
+                asyncio.create_task(
+                    run_periodically(
+                        db,
+                        lambda db: webhooks_service.run_once(db, settings, keys),
+                        name="webhooks.deliver",
+                        interval=settings.webhook_poll_seconds,
+                    )
+                )
+            ]
             if run_jobs
             else []
         )
@@ -65,6 +81,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Fa
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await db.engine.dispose()
+            await app.state.rate_limiter.storage.close()
 
     app = FastAPI(
         title="tickets",
@@ -79,17 +96,22 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Fa
             {"name": "Promo codes", "description": "Discount codes per gala."},
             {"name": "Payments", "description": "Stripe webhooks and refunds."},
             {"name": "Tickets", "description": "Tickets, their codes and attendees."},
+            {"name": "Check-in", "description": "Scans at the door, undo, stats and the offline bundle."},
+            {"name": "Webhooks", "description": "Events for integrators, signed and retried."},
             {"name": "API keys", "description": "Staff credentials and roles."},
             {"name": "Operations", "description": "Health and readiness."},
         ],
     )
     app.state.settings = settings
     app.state.db = db
-    app.state.keys = KeyRing(settings.resolved_secret_key())
+    app.state.keys = keys
     app.state.public_base_url = settings.public_base_url
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_storage_url)
 
     register_problem_handlers(app)
     app.include_router(health_router)
+    app.include_router(door_router)
+    app.include_router(metrics_router)
     app.include_router(api_router)
     if settings.cors_origin_list:
         app.add_middleware(
@@ -106,6 +128,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Fa
             expose_headers=["Retry-After", "X-Request-ID"],
             max_age=600,
         )
+    app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     _add_problem_schema(app)
     return app

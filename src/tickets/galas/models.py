@@ -37,6 +37,7 @@ class Gala(SQLModel, table=True):
     published_at: datetime | None = utc_field(nullable=True)
     closed_at: datetime | None = utc_field(nullable=True)
     cancelled_at: datetime | None = utc_field(nullable=True)
+    sold_out_at: datetime | None = utc_field(nullable=True)
 
 
 class CancellationState(StrEnum):

@@ -52,7 +52,7 @@ from tickets.orders.schemas import (
 from tickets.pagination import Cursor, InvalidCursor, Limit, Page
 from tickets.payments import service as payments_service
 from tickets.payments.errors import PaymentProviderError
-from tickets.problems import Busy, InvalidApiKey, Unauthenticated, problem_responses
+from tickets.problems import Busy, InvalidApiKey, RateLimited, Unauthenticated, problem_responses
 
 router = APIRouter(prefix="/orders", tags=["Orders"])
 comp_router = APIRouter(prefix="/comp-orders", tags=["Orders"])
@@ -133,7 +133,7 @@ def order_read(keys: KeyRing, order: Order, items: Sequence[OrderItem], *, now: 
     status_code=201,
     response_model=OrderRead,
     summary="Create an order",
-    responses=problem_responses(*PLACE_PROBLEMS, PaymentsNotConfigured, PaymentProviderError),
+    responses=problem_responses(*PLACE_PROBLEMS, PaymentsNotConfigured, PaymentProviderError, RateLimited),
 )
 async def create_order(
     request: Request,
@@ -149,6 +149,8 @@ async def create_order(
     settings = request.app.state.settings
     db: Database = request.app.state.db
     keys: KeyRing = request.app.state.keys
+    client_ip = request.client.host if request.client else "unknown"
+    await request.app.state.rate_limiter.check("orders", client_ip, settings.orders_limit)
 
     async def handler() -> OrderRead:
         now = utc_now()

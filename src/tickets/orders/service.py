@@ -49,8 +49,10 @@ from tickets.orders.schemas import OrderCreate, PromoCodeCreate, PromoCodeUpdate
 from tickets.pagination import paginate
 from tickets.seating import holds
 from tickets.seating.models import Seat, Section, SectionKind
+from tickets.seating.service import free_clause
 from tickets.ticket_types.models import TicketType
 from tickets.tickets import service as ticket_service
+from tickets.webhooks import outbox
 
 log = logging.getLogger("tickets.orders")
 
@@ -457,9 +459,25 @@ async def place_order(
     ]
     session.add_all(items)
     await session.flush()
+    if plan.gala.sold_out_at is None:
+        await _note_if_sold_out(session, plan.gala, now=now)
     if provider != PaymentProvider.stripe:
         await mark_paid(session, order, items, now=now)
     return order, items
+
+
+async def _note_if_sold_out(session: AsyncSession, gala: Gala, *, now: datetime) -> None:
+    """The first time nothing is left for the public, tell integrators (`gala.sold_out`), once."""
+    left = await session.execute(select(col(Seat.id)).where(col(Seat.gala_id) == gala.id, free_clause(now)).limit(1))
+    if left.first() is not None:
+        return
+    marked = await session.execute(
+        update(Gala).where(col(Gala.id) == gala.id, col(Gala.sold_out_at).is_(None)).values(sold_out_at=now)
+    )
+    if marked.rowcount:  # type: ignore[attr-defined]
+        await outbox.emit(
+            session, "gala.sold_out", gala_id=gala.id, data={"gala_id": gala.id, "title": gala.title}, now=now
+        )
 
 
 async def mark_paid(session: AsyncSession, order: Order, items: Sequence[OrderItem], *, now: datetime) -> None:
@@ -471,7 +489,24 @@ async def mark_paid(session: AsyncSession, order: Order, items: Sequence[OrderIt
     order.expires_at = None
     session.add(order)
     await ticket_service.issue_tickets(session, order, items, now=now)
+    await outbox.emit(session, "order.paid", gala_id=order.gala_id, data=order_event_data(order, len(items)), now=now)
     await session.flush()
+
+
+def order_event_data(order: Order, tickets: int | None = None) -> dict[str, object]:
+    """What integrators get about an order in a webhook: figures and ids, no personal data."""
+    data: dict[str, object] = {
+        "order_id": order.id,
+        "gala_id": order.gala_id,
+        "status": order.status,
+        "total_amount": order.total_amount,
+        "refunded_amount": order.refunded_amount,
+        "currency": order.currency,
+        "payment_provider": order.payment_provider,
+    }
+    if tickets is not None:
+        data["tickets"] = tickets
+    return data
 
 
 async def get_items(session: AsyncSession, order_id: str) -> list[OrderItem]:
@@ -574,6 +609,12 @@ async def expire_due_orders(
             .execution_options(synchronize_session=False)
         )
         expired = [r for (r,) in result]
+        if expired:
+            rows = await session.execute(select(Order).where(col(Order.id).in_(expired)))
+            for order in rows.scalars():
+                await outbox.emit(
+                    session, "order.expired", gala_id=order.gala_id, data=order_event_data(order), now=now
+                )
         await holds.release_expired(session, now=now)
         await session.commit()
     return len(expired)

@@ -34,6 +34,7 @@ from tickets.seating import holds
 from tickets.seating.models import Seat, SeatStatus
 from tickets.seating.service import free_clause
 from tickets.tickets.models import Ticket, TicketStatus
+from tickets.webhooks import outbox
 
 log = logging.getLogger("tickets.payments")
 
@@ -290,6 +291,9 @@ async def _expire_if_due(db: Database, settings: Settings, order_id: str, intent
         order.expired_at = now
         order.updated_at = now
         session.add(order)
+        await outbox.emit(
+            session, "order.expired", gala_id=order.gala_id, data=orders_service.order_event_data(order), now=now
+        )
         await session.commit()
     if intent.status != "canceled":
         try:  # so that it cannot succeed late; if it already did, the next pass settles it
@@ -489,6 +493,18 @@ async def _complete_refund(db: Database, settings: Settings, refund_id: str) -> 
             locked.refunded_amount = booked.amount
         locked.updated_at = now
         session.add(locked)
+        await outbox.emit(
+            session,
+            "order.refunded",
+            gala_id=locked.gala_id,
+            data={
+                **orders_service.order_event_data(locked),
+                "refund_id": booked.id,
+                "refund_amount": booked.amount,
+                "refund_kind": booked.kind,
+            },
+            now=now,
+        )
         await session.commit()
         return booked
 

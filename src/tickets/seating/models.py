@@ -50,6 +50,7 @@ class Seat(SQLModel, table=True):
         Index("ix_seat_section_status", "section_id", "status"),
         Index("ix_seat_gala_table", "gala_id", "table"),
         Index("ix_seat_ticket_type_status", "ticket_type_id", "status"),
+        Index("ix_seat_gala_status", "gala_id", "status"),
     )
 
     id: str = Field(primary_key=True, max_length=32)

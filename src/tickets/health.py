@@ -16,7 +16,13 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness",
-    responses={503: {"model": Problem, "description": "Problem: `database_unavailable`"}},
+    responses={
+        503: {
+            "model": Problem,
+            "description": "Problem: `database_unavailable`",
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    },
 )
 async def readyz(request: Request) -> JSONResponse:
     """The database answers."""

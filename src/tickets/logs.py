@@ -37,6 +37,9 @@ def configure_logging(level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # Drivers log statements with their parameters (names, emails) at debug level: never let them.
+    for noisy in ("aiosqlite", "asyncpg", "sqlalchemy.engine", "httpcore", "httpx", "aiosmtplib", "stripe"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

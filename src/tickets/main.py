@@ -18,6 +18,7 @@ from tickets.health import router as health_router
 from tickets.jobs import run_periodically
 from tickets.keys import KeyRing
 from tickets.logs import configure_logging
+from tickets.mail import service as mail_service
 from tickets.metrics import MetricsMiddleware
 from tickets.metrics import router as metrics_router
 from tickets.middleware import RequestContextMiddleware
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Fa
             ),
             "payments.reconcile_pending": lambda db: payments_service.reconcile_pending(db, settings),
             "payments.resume_cancellations": lambda db: cancellation.resume_all(db, settings),
+            "mail.send_pending": lambda db: mail_service.send_pending(db, settings, keys),
         }
         tasks = (
             [
@@ -143,10 +145,44 @@ def _add_problem_schema(app: FastAPI) -> None:
         schema = original()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
+        _document_common_problems(schema)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_PROBLEM_CONTENT = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def _document_common_problems(schema: dict[str, object]) -> None:
+    """Problems any operation of a kind can return, documented once here instead of on every route:
+    a wrong key (401) anywhere under /v1, a malformed or oversized body where there is a body, and
+    contention (409 `busy`) on every write."""
+    paths = schema.get("paths")
+    assert isinstance(paths, dict)
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            common: dict[str, str] = {}
+            if path.startswith("/v1/") and path != "/v1/payments/stripe/webhook":
+                common["401"] = "`invalid_api_key` (a wrong, revoked or expired key, on every route)"
+            if "requestBody" in operation:
+                common["400"] = "`malformed_body` (not valid JSON)"
+                common["413"] = "`payload_too_large`"
+                common.setdefault("422", "`validation_error`")
+            if method in ("post", "patch", "delete") and path.startswith("/v1/"):
+                common["409"] = "`busy` (contention; retry after `Retry-After` seconds)"
+            for status, text in common.items():
+                if status in responses:
+                    description = responses[status].get("description", "")
+                    if text.split(" ")[0] not in description:
+                        responses[status]["description"] = (
+                            f"{description}; {text}" if description else f"Problem: {text}"
+                        )
+                    responses[status].setdefault("content", _PROBLEM_CONTENT)
+                else:
+                    responses[status] = {"description": f"Problem: {text}", "content": _PROBLEM_CONTENT}
 
 
 def app_factory() -> FastAPI:

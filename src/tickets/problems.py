@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -249,6 +249,12 @@ async def _db_handler(request: Request, exc: Exception) -> Response:
     return problem_from_error(request, InternalError("An unexpected error occurred."))
 
 
+async def _integrity_handler(request: Request, exc: Exception) -> Response:
+    # A constraint caught what validation did not: a conflict with stored data, never a crash.
+    log.warning("integrity error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return problem_from_error(request, Conflict("The request conflicts with the stored data."))
+
+
 async def _unexpected_handler(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_from_error(request, InternalError("An unexpected error occurred."))
@@ -258,6 +264,7 @@ def register_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _problem_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(IntegrityError, _integrity_handler)
     app.add_exception_handler(DBAPIError, _db_handler)
     app.add_exception_handler(Exception, _unexpected_handler)
 

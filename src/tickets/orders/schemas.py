@@ -137,7 +137,7 @@ class PromoCodeCreate(BaseModel):
 class PromoCodeUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    active: bool | None = None
+    active: bool = True
     max_uses: int | None = Field(default=None, ge=1, le=1_000_000)
     valid_from: AwareDatetime | None = None
     valid_until: AwareDatetime | None = None

@@ -18,6 +18,7 @@ from tickets.db import Database
 from tickets.galas.errors import GalaNotFound, GalaNotOnSale
 from tickets.galas.models import Gala, GalaStatus
 from tickets.ids import new_id
+from tickets.mail import outbox as mail_outbox
 from tickets.orders.errors import (
     DuplicatePromoCode,
     InvalidItem,
@@ -488,7 +489,9 @@ async def mark_paid(session: AsyncSession, order: Order, items: Sequence[OrderIt
     order.updated_at = now
     order.expires_at = None
     session.add(order)
-    await ticket_service.issue_tickets(session, order, items, now=now)
+    tickets = await ticket_service.issue_tickets(session, order, items, now=now)
+    # The buyer's and guests' emails: queued here, so they exist if and only if the payment commits.
+    await mail_outbox.queue_paid_order(session, order, tickets, now=now)
     await outbox.emit(session, "order.paid", gala_id=order.gala_id, data=order_event_data(order, len(items)), now=now)
     await session.flush()
 
@@ -663,7 +666,15 @@ async def get_promo_code(session: AsyncSession, gala_id: str, promo_id: str) -> 
 
 async def update_promo_code(session: AsyncSession, gala_id: str, promo_id: str, body: PromoCodeUpdate) -> PromoCode:
     promo = await get_promo_code(session, gala_id, promo_id)
-    for key, value in body.model_dump(exclude_unset=True).items():
+    changes = body.model_dump(exclude_unset=True)
+    valid_from = changes.get("valid_from", promo.valid_from)
+    valid_until = changes.get("valid_until", promo.valid_until)
+    if valid_from is not None and valid_until is not None and valid_until <= valid_from:
+        raise InvalidItem(
+            "valid_until must be after valid_from.",
+            errors=[{"loc": ["body", "valid_until"], "msg": "must be after valid_from"}],
+        )
+    for key, value in changes.items():
         setattr(promo, key, value)
     session.add(promo)
     await session.flush()

@@ -3,6 +3,7 @@
 from tickets.auth.models import ApiKey
 from tickets.checkin.models import Scan
 from tickets.galas.models import Gala, GalaCancellation
+from tickets.mail.models import MailMessage
 from tickets.orders.models import IdempotencyRecord, Order, OrderItem, PromoCode
 from tickets.payments.models import Refund, StripeEvent
 from tickets.seating.models import Seat, Section
@@ -15,6 +16,7 @@ __all__ = [
     "Gala",
     "GalaCancellation",
     "IdempotencyRecord",
+    "MailMessage",
     "Order",
     "OrderItem",
     "OutboxEvent",

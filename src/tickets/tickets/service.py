@@ -4,23 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from tickets.galas.models import Gala
 from tickets.ids import new_id
 from tickets.keys import KeyRing
+from tickets.mail import outbox
 from tickets.orders.models import Order, OrderItem
+from tickets.seating.models import Seat, Section, SectionKind
+from tickets.ticket_types.models import TicketType
 from tickets.tickets import codes
-from tickets.tickets.errors import TicketNotFound
+from tickets.tickets.errors import TicketCheckedIn, TicketNotFound, TicketVoid, TransferLimitReached
 from tickets.tickets.models import Ticket, TicketStatus
-from tickets.tickets.schemas import TicketRead, TicketUpdate
+from tickets.tickets.render import TicketPage
+from tickets.tickets.schemas import TicketRead, TicketTransfer, TicketUpdate
+
+MAX_VERSION = 0xFFFF  # two bytes in the code
 
 
-async def issue_tickets(session: AsyncSession, order: Order, items: Sequence[OrderItem], *, now: datetime) -> None:
-    """One valid ticket per item. The unique index on (seat, valid) makes a double sale impossible."""
-    rows = [
+async def issue_tickets(
+    session: AsyncSession, order: Order, items: Sequence[OrderItem], *, now: datetime
+) -> list[Ticket]:
+    """One valid ticket per item. The unique index on (seat, valid) makes a double sale impossible.
+    Returns the new tickets (not attached to the session)."""
+    rows: list[dict[str, Any]] = [
         {
             "id": new_id("tkt"),
             "order_id": order.id,
@@ -44,10 +55,16 @@ async def issue_tickets(session: AsyncSession, order: Order, items: Sequence[Ord
     ]
     if rows:
         await session.execute(insert(Ticket), rows)
+    return [Ticket(**row) for row in rows]
+
+
+def ticket_code(keys: KeyRing, ticket: Ticket) -> str:
+    """The exact QR text of the ticket's current version."""
+    return codes.encode(keys, codes.CodePayload(ticket_id=ticket.id, gala_id=ticket.gala_id, version=ticket.version))
 
 
 def ticket_read(keys: KeyRing, ticket: Ticket) -> TicketRead:
-    code = codes.encode(keys, codes.CodePayload(ticket_id=ticket.id, gala_id=ticket.gala_id, version=ticket.version))
+    code = ticket_code(keys, ticket)
     return TicketRead(
         id=ticket.id,
         order_id=ticket.order_id,
@@ -68,13 +85,83 @@ def ticket_read(keys: KeyRing, ticket: Ticket) -> TicketRead:
 
 
 async def tickets_of_order(session: AsyncSession, order_id: str) -> list[Ticket]:
+    """The order's tickets in the order of its items (the order the buyer listed the guests)."""
     return list(
         (
             await session.execute(
-                select(Ticket).where(col(Ticket.order_id) == order_id).order_by(col(Ticket.issued_at), col(Ticket.id))
+                select(Ticket)
+                .join(OrderItem, col(OrderItem.id) == col(Ticket.order_item_id))
+                .where(col(Ticket.order_id) == order_id)
+                .order_by(col(Ticket.issued_at), col(OrderItem.position), col(Ticket.id))
             )
         ).scalars()
     )
+
+
+async def valid_tickets_of_order(session: AsyncSession, order_id: str) -> list[Ticket]:
+    return [t for t in await tickets_of_order(session, order_id) if t.status == TicketStatus.valid]
+
+
+async def ticket_pages(session: AsyncSession, keys: KeyRing, tickets: Sequence[Ticket]) -> list[TicketPage]:
+    """Everything the printed tickets show, loaded in a few queries."""
+    if not tickets:
+        return []
+    galas = {
+        g.id: g
+        for g in (
+            await session.execute(select(Gala).where(col(Gala.id).in_(sorted({t.gala_id for t in tickets}))))
+        ).scalars()
+    }
+    types = {
+        tt.id: tt
+        for tt in (
+            await session.execute(
+                select(TicketType).where(col(TicketType.id).in_(sorted({t.ticket_type_id for t in tickets})))
+            )
+        ).scalars()
+    }
+    sections = {
+        s.id: s
+        for s in (
+            await session.execute(select(Section).where(col(Section.id).in_(sorted({t.section_id for t in tickets}))))
+        ).scalars()
+    }
+    reserved = sorted({t.seat_id for t in tickets if t.seat_label is not None})
+    seats = {
+        seat.id: seat
+        for seat in (
+            (await session.execute(select(Seat).where(col(Seat.id).in_(reserved)))).scalars() if reserved else []
+        )
+    }
+    pages = []
+    for t in tickets:
+        gala = galas[t.gala_id]
+        section = sections.get(t.section_id)
+        seat = seats.get(t.seat_id)
+        tt = types.get(t.ticket_type_id)
+        pages.append(
+            TicketPage(
+                ticket_id=t.id,
+                order_id=t.order_id,
+                version=t.version,
+                code=ticket_code(keys, t),
+                gala_title=gala.title,
+                starts_at=gala.starts_at,
+                ends_at=gala.ends_at,
+                timezone=gala.timezone,
+                venue_name=gala.venue_name,
+                venue_address=gala.venue_address,
+                ticket_type=tt.name if tt is not None else "Ticket",
+                section=section.name if section is not None else None,
+                general_admission=section is not None and section.kind == SectionKind.general,
+                seat_label=t.seat_label,
+                row=seat.row if seat is not None else None,
+                number=seat.number if seat is not None else None,
+                table=t.table,
+                attendee_name=t.attendee_name,
+            )
+        )
+    return pages
 
 
 async def get_ticket(session: AsyncSession, ticket_id: str, *, lock: bool = False) -> Ticket:
@@ -96,4 +183,24 @@ async def update_ticket(session: AsyncSession, ticket: Ticket, body: TicketUpdat
     ticket.updated_at = now
     session.add(ticket)
     await session.flush()
+    return ticket
+
+
+async def transfer_ticket(session: AsyncSession, ticket: Ticket, body: TicketTransfer, *, now: datetime) -> Ticket:
+    """Reissue a (locked) ticket to a new holder: the version goes up, so every earlier code of it is
+    refused at the door (online, and offline once the scanner has synced); the new holder is emailed."""
+    if ticket.status != TicketStatus.valid:
+        raise TicketVoid("A void ticket cannot be transferred.")
+    if ticket.checked_in_at is not None:
+        raise TicketCheckedIn("This ticket has already been used at the door.")
+    if ticket.version >= MAX_VERSION:
+        raise TransferLimitReached("This ticket has been reissued too many times.")
+    ticket.attendee_name = body.attendee_name
+    ticket.attendee_email = str(body.attendee_email).lower()
+    ticket.dietary = body.dietary  # the previous holder's needs are theirs, not the new guest's
+    ticket.version += 1
+    ticket.updated_at = now
+    session.add(ticket)
+    await session.flush()
+    await outbox.queue_transfer(session, ticket, now=now)
     return ticket

@@ -497,13 +497,17 @@
     let answer = null;
     let offline = !online();
     if (!offline) {
+      const body = { code, gala_id: scan.gala_id, gate: scan.gate, device_id: state.deviceId, scan_id: scan.scan_id };
       try {
-        answer = await api(
-          "POST",
-          "/v1/scans",
-          { code, gala_id: scan.gala_id, gate: scan.gate, device_id: state.deviceId, scan_id: scan.scan_id },
-          TIMEOUTS.scan,
-        );
+        try {
+          answer = await api("POST", "/v1/scans", body, TIMEOUTS.scan);
+        } catch (err) {
+          // Contention on the ticket: one quick retry with the same scan_id (a repeat returns the first answer).
+          if (!(err instanceof ApiError && err.status === 409 && err.code === "busy")) throw err;
+          const wait = Math.min(1000, 1000 * (Number(err.retryAfter) || 0.3));
+          await new Promise((r) => setTimeout(r, wait));
+          answer = await api("POST", "/v1/scans", body, TIMEOUTS.scan);
+        }
       } catch (err) {
         if (err instanceof ApiError && err.status === 401) return;
         if (err instanceof ApiError && err.status === 403) {

@@ -1,0 +1,1 @@
+"""Door check-in: scans, undo, stats, and the offline bundle."""

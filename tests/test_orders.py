@@ -17,6 +17,7 @@ from tests.factories import (
     on_sale_theatre,
     order_body,
     publish,
+    seat_ids,
 )
 from tickets.clock import utc_now
 from tickets.config import Settings
@@ -444,3 +445,32 @@ async def test_draft_seat_map_is_for_staff_only(client: httpx.AsyncClient, admin
     assert (await client.get(f"/v1/galas/{gala['id']}/seats")).status_code == 404
     r = await client.get(f"/v1/galas/{gala['id']}/seats", headers=admin)
     assert [s["label"] for s in r.json()["sections"][0]["seats"]] == ["Z9"]
+
+
+async def test_seats_of_another_gala_or_section_are_invalid_items(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    gala = await create_gala(client, admin)
+    stalls = await add_reserved(client, admin, gala["id"], [{"label": "S1"}, {"label": "S2"}], name="Stalls")
+    balcony = await add_reserved(client, admin, gala["id"], [{"label": "B1"}], name="Balcony")
+    tier = await add_ticket_type(client, admin, gala["id"], [stalls["id"]], price_amount=0)
+    await add_ticket_type(client, admin, gala["id"], [balcony["id"]], price_amount=0, name="Balcony")
+    await publish(client, admin, gala["id"])
+    seats = await seat_ids(client, gala["id"])
+    _, _, other_seats = await on_sale_theatre(client, admin, price=0)
+    cases = {
+        "another gala's seat": [seat_item(tier, seats["S1"]), seat_item(tier, other_seats["A1"])],
+        "a seat the tier is not sold for": [seat_item(tier, seats["S1"]), seat_item(tier, seats["B1"])],
+    }
+    for case, items in cases.items():
+        r = await client.post("/v1/orders", json=order_body(gala["id"], items))
+        assert r.status_code == 422 and r.json()["code"] == "invalid_item", (case, r.text)
+        assert r.json()["errors"][0]["loc"] == ["body", "items", 1], case
+    assert set((await seat_status(client, gala["id"])).values()) == {"available"}  # nothing held
+    r = await client.post("/v1/orders", json=order_body(gala["id"], [seat_item(tier, seats["S1"])]))
+    assert r.status_code == 201 and r.json()["status"] == "paid"
+    r = await client.post(
+        "/v1/orders", json=order_body(gala["id"], [seat_item(tier, seats["S2"]), seat_item(tier, seats["S1"])])
+    )
+    assert r.status_code == 409 and r.json()["unavailable"] == [{"seat_id": seats["S1"], "label": "S1"}]
+    assert (await seat_status(client, gala["id"]))["S2"] == "available"

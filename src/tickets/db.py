@@ -20,6 +20,7 @@ from fastapi import Depends, Request
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -117,6 +118,18 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
+
+    async def write_alone(self, statement: Executable, params: dict[str, Any] | None = None) -> int:
+        """Run one write statement in a transaction of its own, committed at once; returns its rowcount.
+
+        On PostgreSQL it runs in autocommit mode: one round trip instead of three (BEGIN, the statement,
+        COMMIT), and a single statement is atomic anyway. SQLite keeps its `BEGIN IMMEDIATE`."""
+        if self.is_sqlite:
+            async with self.engine.begin() as conn:
+                return int((await conn.execute(statement, params)).rowcount)
+        async with self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return int((await conn.execute(statement, params)).rowcount)
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -20,7 +20,7 @@ from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -34,10 +34,28 @@ from tickets.problems import PROBLEM_MEDIA_TYPE, Busy, ProblemError, ValidationF
 
 STALE_AFTER = timedelta(minutes=2)  # a claim this old belongs to a crashed request: take it over
 
+# Built once: every request with a key runs them, and a prebuilt statement skips SQLAlchemy's
+# per-call construction and cache-key work.
+_CLAIM = insert(IdempotencyRecord)
+_FINISH = (
+    update(IdempotencyRecord)
+    .where(col(IdempotencyRecord.id) == bindparam("record_id"))
+    .values(state="done", status_code=bindparam("answer_status"), response_body=bindparam("answer_body"))
+)
+_FORGET = delete(IdempotencyRecord).where(col(IdempotencyRecord.id) == bindparam("record_id"))
+
 
 def _hash(body: BaseModel) -> str:
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _encode(result: Any) -> Any:
+    """The answer as JSON-ready data. A pydantic model dumps itself in one pass (what `jsonable_encoder`
+    does first, before walking the dumped data a second time)."""
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json", by_alias=True)
+    return jsonable_encoder(result)
 
 
 def _retryable(status: int) -> bool:
@@ -48,13 +66,21 @@ async def _claim(db: Database, *, scope: str, key: str, request_hash: str) -> Id
     """Claim the key; returns the record id, or the finished record to replay."""
     now = utc_now()
     record_id = new_id("idem")
-    async with db.sessions() as s:
-        try:
-            s.add(IdempotencyRecord(id=record_id, scope=scope, key=key, request_hash=request_hash, created_at=now))
-            await s.commit()
-            return record_id
-        except IntegrityError:
-            await s.rollback()
+    try:
+        await db.write_alone(
+            _CLAIM,
+            {
+                "id": record_id,
+                "scope": scope,
+                "key": key,
+                "request_hash": request_hash,
+                "state": "in_flight",
+                "created_at": now,
+            },
+        )
+        return record_id
+    except IntegrityError:
+        pass
     async with db.sessions() as s:
         existing: IdempotencyRecord | None = (
             await s.execute(
@@ -83,9 +109,7 @@ async def _claim(db: Database, *, scope: str, key: str, request_hash: str) -> Id
 
 
 async def _forget(db: Database, record_id: str) -> None:
-    async with db.sessions() as s:
-        await s.execute(delete(IdempotencyRecord).where(col(IdempotencyRecord.id) == record_id))
-        await s.commit()
+    await db.write_alone(_FORGET, {"record_id": record_id})
 
 
 async def run(
@@ -100,7 +124,7 @@ async def run(
 ) -> JSONResponse:
     """Run `handler` at most once per (scope, key); replay its stored answer to retries."""
     if key is None:
-        return JSONResponse(jsonable_encoder(await handler()), status_code=status_code)
+        return JSONResponse(_encode(await handler()), status_code=status_code)
     if not (1 <= len(key) <= 255) or not key.isprintable():
         raise ValidationFailed(
             "Idempotency-Key must be 1 to 255 printable characters.",
@@ -121,28 +145,25 @@ async def run(
         )
     record_id = claimed
     try:
-        result = jsonable_encoder(await handler())
+        result = _encode(await handler())
     except ProblemError as exc:
         await session.rollback()
         if _retryable(exc.status) or isinstance(exc, Busy):
             await _forget(db, record_id)
         else:
             response = problem_from_error(request, exc)
-            async with db.sessions() as s:
-                await s.execute(
-                    update(IdempotencyRecord)
-                    .where(col(IdempotencyRecord.id) == record_id)
-                    .values(state="done", status_code=exc.status, response_body=bytes(response.body).decode())
-                )
-                await s.commit()
+            await db.write_alone(
+                _FINISH,
+                {"record_id": record_id, "answer_status": exc.status, "answer_body": bytes(response.body).decode()},
+            )
         raise
     except BaseException:
         await session.rollback()
         await _forget(db, record_id)
         raise
-    await session.execute(
-        update(IdempotencyRecord)
-        .where(col(IdempotencyRecord.id) == record_id)
-        .values(state="done", status_code=status_code, response_body=json.dumps(result))
+    response = JSONResponse(result, status_code=status_code)  # rendered once: sent, and stored for replays
+    conn = await session.connection()
+    await conn.execute(
+        _FINISH, {"record_id": record_id, "answer_status": status_code, "answer_body": bytes(response.body).decode()}
     )
-    return JSONResponse(result, status_code=status_code)
+    return response

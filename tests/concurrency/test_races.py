@@ -229,9 +229,15 @@ async def test_held_plus_sold_never_exceeds_a_quota(server: tuple[str, dict[str,
         # Whatever the rush left (its last buyers may have wanted more than remained) can still be
         # bought, exactly, and then the tier is sold out.
         if sold < 40:
-            r = await c.post("/v1/orders", json=buyer(setup["gala"]["id"], [{"ticket_type_id": setup["tier"]["id"], "quantity": 40 - sold}], 9999))
+            r = await c.post(
+                "/v1/orders",
+                json=buyer(setup["gala"]["id"], [{"ticket_type_id": setup["tier"]["id"], "quantity": 40 - sold}], 9999),
+            )
             assert r.status_code == 201, r.text
-        r = await c.post("/v1/orders", json=buyer(setup["gala"]["id"], [{"ticket_type_id": setup["tier"]["id"], "quantity": 1}], 10000))
+        r = await c.post(
+            "/v1/orders",
+            json=buyer(setup["gala"]["id"], [{"ticket_type_id": setup["tier"]["id"], "quantity": 1}], 10000),
+        )
         assert r.status_code == 409 and r.json()["code"] == "sold_out"
     assert find_violations(database_url) == []
 

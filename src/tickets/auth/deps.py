@@ -11,12 +11,21 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from tickets.auth import service as auth_service
 from tickets.auth.errors import RoleRequired
 from tickets.auth.models import Role
-from tickets.auth.service import Principal
+from tickets.auth.service import KeyCache, Principal
 from tickets.clock import utc_now
 from tickets.db import SessionDep
 from tickets.problems import InvalidApiKey, Unauthenticated
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer tk_…`")
+
+
+def key_cache(request: Request) -> KeyCache:
+    """This process's cache of resolved API keys (see `KeyCache`), made on first use."""
+    cache: KeyCache | None = getattr(request.app.state, "key_cache", None)
+    if cache is None:
+        cache = KeyCache(request.app.state.settings.api_key_cache_seconds)
+        request.app.state.key_cache = cache
+    return cache
 
 
 async def get_principal(
@@ -30,7 +39,9 @@ async def get_principal(
         return None
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise InvalidApiKey("The Authorization header must be `Bearer <API key>`.")
-    principal = await auth_service.resolve_key(session, credentials.credentials, now=utc_now())
+    principal = await auth_service.resolve_key_cached(
+        session, key_cache(request), credentials.credentials, now=utc_now()
+    )
     if principal is None:
         raise InvalidApiKey("The API key is unknown, revoked or expired.")
     request.state.principal = principal

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from tickets.auth import service as auth_service
-from tickets.auth.deps import AdminKey
+from tickets.auth.deps import AdminKey, key_cache
 from tickets.auth.errors import ApiKeyNotFound, GalaNotAllowed, RoleRequired
 from tickets.auth.models import ApiKey
 from tickets.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyID, ApiKeyRead
@@ -54,6 +54,11 @@ async def read_api_key(key_id: ApiKeyID, session: SessionDep, principal: AdminKe
 
 
 @router.delete("/{key_id}", summary="Revoke an API key", responses=problem_responses(*ADMIN, ApiKeyNotFound))
-async def revoke_api_key(key_id: ApiKeyID, session: SessionDep, principal: AdminKey) -> ApiKeyRead:
+async def revoke_api_key(request: Request, key_id: ApiKeyID, session: SessionDep, principal: AdminKey) -> ApiKeyRead:
     """Revoke a key: from now on it is refused with 401 on every route. Revoking twice is harmless."""
-    return ApiKeyRead.from_model(await auth_service.revoke_api_key(session, key_id, now=utc_now(), by=principal))
+    key = await auth_service.revoke_api_key(session, key_id, now=utc_now(), by=principal)
+    # Commit first, then forget cached keys: a request racing with this one cannot cache the key
+    # again from a row that is not revoked yet. (Other workers drop it within API_KEY_CACHE_SECONDS.)
+    await session.commit()
+    key_cache(request).clear()
+    return ApiKeyRead.from_model(key)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -73,21 +75,87 @@ async def create_api_key(
     return key, plain
 
 
-async def resolve_key(session: AsyncSession, plain: str, *, now: datetime) -> Principal | None:
-    """The principal for a presented key, or None if it is unknown, revoked or expired."""
-    row = (
+async def _key_row(session: AsyncSession, digest: str) -> Row[Any] | None:
+    return (
         await session.execute(
             select(
                 col(ApiKey.id), col(ApiKey.role), col(ApiKey.gala_ids), col(ApiKey.revoked_at), col(ApiKey.expires_at)
-            ).where(col(ApiKey.key_hash) == hash_key(plain))
+            ).where(col(ApiKey.key_hash) == digest)
         )
     ).first()
+
+
+async def resolve_key(session: AsyncSession, plain: str, *, now: datetime) -> Principal | None:
+    """The principal for a presented key, or None if it is unknown, revoked or expired."""
+    return _principal(await _key_row(session, hash_key(plain)), now=now)
+
+
+def _principal(row: Row[Any] | None, *, now: datetime) -> Principal | None:
     if row is None or row.revoked_at is not None:
         return None
     if row.expires_at is not None and row.expires_at <= now:
         return None
     gala_ids = frozenset(row.gala_ids) if row.gala_ids is not None else None
     return Principal(key_id=row.id, role=Role(row.role), gala_ids=gala_ids)
+
+
+@dataclass
+class _Cached:
+    principal: Principal
+    expires_at: datetime | None  # the key's own expiry, checked on every use
+    until: float  # time.monotonic() after which the entry must be read again
+
+
+class KeyCache:
+    """Resolved API keys, kept in this process for `ttl` seconds so that a busy door scanner or
+    integrator does not cost a database query per request.
+
+    Only keys that resolved are kept; an unknown key always goes to the database. A key's expiry is
+    checked on every use. Revoking a key clears this process's cache at once (after the revocation
+    commits); another worker process may accept a revoked key until its entry is `ttl` seconds old,
+    which is why the TTL is short (`API_KEY_CACHE_SECONDS`, default 1; 0 turns the cache off)."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, _Cached] = {}
+        # Bumped by clear(): a lookup that started before a revocation must not store what it read.
+        self.generation = 0
+
+    def get(self, digest: str, *, now: datetime) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if entry.until <= time.monotonic() or (entry.expires_at is not None and entry.expires_at <= now):
+            del self._entries[digest]
+            return None
+        return entry.principal
+
+    def put(self, digest: str, principal: Principal, *, expires_at: datetime | None, generation: int) -> None:
+        if self.ttl <= 0 or generation != self.generation:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[digest] = _Cached(principal, expires_at, time.monotonic() + self.ttl)
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+
+
+async def resolve_key_cached(session: AsyncSession, cache: KeyCache, plain: str, *, now: datetime) -> Principal | None:
+    """`resolve_key`, answered from the process's cache when it can be."""
+    digest = hash_key(plain)
+    principal = cache.get(digest, now=now)
+    if principal is not None:
+        return principal
+    generation = cache.generation
+    row = await _key_row(session, digest)
+    principal = _principal(row, now=now)
+    if principal is not None and row is not None:
+        cache.put(digest, principal, expires_at=row.expires_at, generation=generation)
+    return principal
 
 
 async def get_api_key(session: AsyncSession, key_id: str) -> ApiKey:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypedDict
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -49,8 +50,7 @@ from tickets.orders.models import (
 from tickets.orders.schemas import OrderCreate, PromoCodeCreate, PromoCodeUpdate
 from tickets.pagination import paginate
 from tickets.seating import holds
-from tickets.seating.models import Seat, Section, SectionKind
-from tickets.seating.service import free_clause
+from tickets.seating.models import Seat, SeatStatus, Section, SectionKind
 from tickets.ticket_types.models import TicketType
 from tickets.tickets import service as ticket_service
 from tickets.webhooks import outbox
@@ -109,8 +109,23 @@ def _item_error(index: int, msg: str, cls: type[InvalidItem] = InvalidItem) -> I
     return cls(f"items[{index}]: {msg}", errors=[{"loc": ["body", "items", index], "msg": msg}])
 
 
+# The gala, the asked-for ticket types and the gala's sections in one round trip (a few rows: ticket
+# types x sections) instead of three queries. Built once, like the other statements every order runs.
+_PLAN = (
+    select(Gala, TicketType, Section)
+    .outerjoin(
+        TicketType,
+        and_(col(TicketType.gala_id) == col(Gala.id), col(TicketType.id).in_(bindparam("tt_ids", expanding=True))),
+    )
+    .outerjoin(Section, col(Section.gala_id) == col(Gala.id))
+    .where(col(Gala.id) == bindparam("gala_id"))
+)
+
+
 async def _load_plan(session: AsyncSession, body: OrderCreate, *, box_office: bool, now: datetime) -> Plan:
-    gala = await session.get(Gala, body.gala_id)
+    tt_ids = sorted({item.ticket_type_id for item in body.items})
+    rows = (await session.execute(_PLAN, {"gala_id": body.gala_id, "tt_ids": tt_ids})).all()
+    gala = rows[0][0] if rows else None
     if gala is None or (gala.status == GalaStatus.draft and not box_office):
         raise GalaNotFound(f"No gala {body.gala_id}.")
     if box_office:
@@ -119,19 +134,9 @@ async def _load_plan(session: AsyncSession, body: OrderCreate, *, box_office: bo
     elif gala.status != GalaStatus.on_sale:
         raise GalaNotOnSale(f"Gala {gala.id} is {gala.status}, not on sale.", status=gala.status)
 
-    tt_ids = sorted({item.ticket_type_id for item in body.items})
-    tts = {
-        tt.id: tt
-        for tt in (
-            await session.execute(
-                select(TicketType).where(col(TicketType.gala_id) == gala.id, col(TicketType.id).in_(tt_ids))
-            )
-        ).scalars()
-    }
-    section_ids = sorted({s for tt in tts.values() for s in tt.section_ids})
-    sections = {
-        s.id: s for s in (await session.execute(select(Section).where(col(Section.id).in_(section_ids)))).scalars()
-    }
+    tts = {tt.id: tt for _, tt, _ in rows if tt is not None}
+    wanted = {s for tt in tts.values() for s in tt.section_ids}
+    sections = {s.id: s for _, _, s in rows if s is not None and s.id in wanted}
     plan = Plan(gala=gala, lines=[], sections=sections)
     tables: dict[str, list[tuple[int, TicketType]]] = {}
     general: dict[tuple[str, str | None], list[Line]] = {}
@@ -316,11 +321,13 @@ async def _hold(
     now: datetime,
     box_office: bool,
     naive: bool,
+    sell: bool = False,
 ) -> None:
-    """Hold everything the plan asks for, or raise (the caller's rollback then releases it all)."""
+    """Hold everything the plan asks for (as sold at once with `sell`), or raise (the caller's
+    rollback then releases it all)."""
     sold_out = await _check_quotas(session, plan, now=now)
     seat_lines = {line.seat_id: line for line in plan.lines if line.seat_id is not None}
-    held = await holds.hold_seats(
+    hold = await holds.hold_seats(
         session,
         gala_id=plan.gala.id,
         order_id=order_id,
@@ -329,25 +336,18 @@ async def _hold(
         now=now,
         include_blocked=box_office,
         naive=naive,
+        sell=sell,
     )
     unavailable: list[dict[str, str | None]] = []
-    missing = sorted(set(seat_lines) - set(held))
-    if missing:
-        rows = await session.execute(
-            select(col(Seat.id), col(Seat.label), col(Seat.section_id), col(Seat.gala_id)).where(
-                col(Seat.id).in_(missing)
-            )
-        )
-        found = {r.id: r for r in rows}
-        for sid in missing:
-            line = seat_lines[sid]
-            r = found.get(sid)
-            if r is None or r.gala_id != plan.gala.id or r.label is None:
-                raise _item_error(line.index, f"no seat {sid} in this gala")
-            if r.section_id not in line.ticket_type.section_ids:
-                raise _item_error(line.index, f"{line.ticket_type.name} is not sold for seat {r.label}")
-            unavailable.append({"seat_id": sid, "label": r.label})
-    for sid, (label, seat_section_id) in held.items():
+    for sid in sorted(set(seat_lines) - set(hold.held)):
+        line = seat_lines[sid]
+        label, seat_section = hold.refused.get(sid, (None, ""))
+        if label is None:  # not a seat of this gala (or a general-admission place)
+            raise _item_error(line.index, f"no seat {sid} in this gala")
+        if seat_section not in line.ticket_type.section_ids:
+            raise _item_error(line.index, f"{line.ticket_type.name} is not sold for seat {label}")
+        unavailable.append({"seat_id": sid, "label": label})
+    for sid, (label, seat_section_id) in hold.held.items():
         seat_lines[sid].seat_label = label
         seat_lines[sid].section_id = seat_section_id
     for tt, section_id, lines in plan.general:
@@ -364,6 +364,7 @@ async def _hold(
                 expires_at=expires_at,
                 now=now,
                 naive=naive,
+                sell=sell,
             )
             for place_id, line in zip(got, remaining, strict=False):
                 line.seat_id, line.section_id = place_id, candidate
@@ -407,6 +408,13 @@ async def place_order(
 
     order_id = new_id("ord")
     expires_at = now + timedelta(seconds=settings.order_hold_seconds)
+    if payment_method is not None:
+        provider = payment_method
+    else:
+        provider = PaymentProvider.free if total == 0 else PaymentProvider.stripe
+    # An order that needs no card payment is paid at once: its seats are taken as sold and the order
+    # is written as paid, instead of held and pending first and then updated (two fewer writes).
+    paid_at_once = provider != PaymentProvider.stripe
     await _hold(
         session,
         plan,
@@ -415,15 +423,12 @@ async def place_order(
         now=now,
         box_office=box_office,
         naive=settings.unsafe_naive_holds,
+        sell=paid_at_once,
     )
-    if payment_method is not None:
-        provider = payment_method
-    else:
-        provider = PaymentProvider.free if total == 0 else PaymentProvider.stripe
     order = Order(
         id=order_id,
         gala_id=plan.gala.id,
-        status=OrderStatus.pending,
+        status=OrderStatus.paid if paid_at_once else OrderStatus.pending,
         buyer_email=str(body.buyer_email).lower(),
         buyer_name=body.buyer_name,
         currency=plan.gala.currency,
@@ -434,12 +439,11 @@ async def place_order(
         promo_code=plan.promo.code if plan.promo else None,
         payment_provider=provider,
         created_by_key_id=principal.key_id if principal else None,
-        expires_at=expires_at,
+        expires_at=None if paid_at_once else expires_at,
         created_at=now,
         updated_at=now,
+        paid_at=now if paid_at_once else None,
     )
-    session.add(order)
-    await session.flush()
     items = [
         OrderItem(
             id=new_id("itm"),
@@ -458,19 +462,47 @@ async def place_order(
         )
         for i, line in enumerate(plan.lines)
     ]
-    session.add_all(items)
-    await session.flush()
+    # Written with two Core INSERTs (no unit-of-work flush); the order then joins the session as a
+    # persistent object, so a later change to it (the PaymentIntent) is flushed as an UPDATE.
+    conn = await session.connection()
+    await conn.execute(_INSERT_ORDER, order.model_dump())
+    await conn.execute(_INSERT_ITEMS, [item.model_dump() for item in items])
+    make_transient_to_detached(order)
+    session.add(order)
     if plan.gala.sold_out_at is None:
         await _note_if_sold_out(session, plan.gala, now=now)
-    if provider != PaymentProvider.stripe:
-        await mark_paid(session, order, items, now=now)
+    if paid_at_once:
+        await _issue(session, order, items, now=now)
     return order, items
+
+
+_INSERT_ORDER = insert(Order)
+_INSERT_ITEMS = insert(OrderItem)
+
+# Two index probes on (gala_id, status), each stopping at its first row: an available seat, or one whose
+# hold has expired. (The availability rule's OR in one query made PostgreSQL collect every available
+# seat of the gala first.)
+_ANYTHING_LEFT = select(
+    or_(
+        exists().where(
+            col(Seat.gala_id) == bindparam("gala_id"),
+            col(Seat.status) == SeatStatus.available,
+            col(Seat.blocked).is_(False),
+        ),
+        exists().where(
+            col(Seat.gala_id) == bindparam("gala_id"),
+            col(Seat.status) == SeatStatus.held,
+            col(Seat.hold_expires_at) <= bindparam("now"),
+            col(Seat.blocked).is_(False),
+        ),
+    )
+)
 
 
 async def _note_if_sold_out(session: AsyncSession, gala: Gala, *, now: datetime) -> None:
     """The first time nothing is left for the public, tell integrators (`gala.sold_out`), once."""
-    left = await session.execute(select(col(Seat.id)).where(col(Seat.gala_id) == gala.id, free_clause(now)).limit(1))
-    if left.first() is not None:
+    left = await (await session.connection()).execute(_ANYTHING_LEFT, {"gala_id": gala.id, "now": now})
+    if left.scalar_one():
         return
     marked = await session.execute(
         update(Gala).where(col(Gala.id) == gala.id, col(Gala.sold_out_at).is_(None)).values(sold_out_at=now)
@@ -489,6 +521,11 @@ async def mark_paid(session: AsyncSession, order: Order, items: Sequence[OrderIt
     order.updated_at = now
     order.expires_at = None
     session.add(order)
+    await _issue(session, order, items, now=now)
+
+
+async def _issue(session: AsyncSession, order: Order, items: Sequence[OrderItem], *, now: datetime) -> None:
+    """Issue a paid order's tickets, queue its emails and tell integrators, in the caller's transaction."""
     tickets = await ticket_service.issue_tickets(session, order, items, now=now)
     # The buyer's and guests' emails: queued here, so they exist if and only if the payment commits.
     await mail_outbox.queue_paid_order(session, order, tickets, now=now)

@@ -11,14 +11,39 @@ whole transaction runs under `BEGIN IMMEDIATE`: one writer at a time.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, case, false, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Integer,
+    Subquery,
+    Update,
+    and_,
+    bindparam,
+    case,
+    false,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.seating.models import Seat, SeatStatus
 from tickets.seating.service import free_clause
+
+
+@dataclass
+class SeatHold:
+    """What a seat hold did: {seat_id: (label, section_id)} of the seats it held, and of the seats of
+    the gala it could not hold (taken, blocked, or of another section). A requested id in neither
+    is not a seat of this gala."""
+
+    held: dict[str, tuple[str | None, str]] = field(default_factory=dict)
+    refused: dict[str, tuple[str | None, str]] = field(default_factory=dict)
 
 
 async def hold_seats(
@@ -31,14 +56,16 @@ async def hold_seats(
     now: datetime,
     include_blocked: bool = False,
     naive: bool = False,
-) -> dict[str, tuple[str | None, str]]:
-    """Hold reserved seats {seat_id: (ticket_type_id, allowed section ids)}; returns {seat_id: (label, section_id)}
-    for those held."""
+    sell: bool = False,
+) -> SeatHold:
+    """Hold reserved seats {seat_id: (ticket_type_id, allowed section ids)}. With `sell` (an order paid
+    at once) they are taken as sold straight away: the same rule, one write of each row instead of two."""
     if not seats:
-        return {}
+        return SeatHold()
     ids = sorted(seats)
+    conn = await session.connection()  # Core, no autoflush: these statements touch seat rows only
     if naive:
-        return await _naive_hold(
+        held = await _naive_hold(
             session,
             ids,
             seats,
@@ -47,7 +74,9 @@ async def hold_seats(
             now=now,
             include_blocked=include_blocked,
             gala_id=gala_id,
+            sell=sell,
         )
+        return SeatHold(held, await _refused(session, gala_id, [sid for sid in ids if sid not in held]))
     section_ok = or_(
         false(),
         *(
@@ -57,13 +86,13 @@ async def hold_seats(
     )
     # Lock in id order in a CTE (evaluated once), then update only the rows that are still free.
     locked = (
-        select(col(Seat.id))
+        select(col(Seat.id), col(Seat.label), col(Seat.section_id))
         .where(col(Seat.id).in_(ids), col(Seat.gala_id) == gala_id)
         .order_by(col(Seat.id))
         .with_for_update()
         .cte("locked")
     )
-    stmt = (
+    update_stmt = (
         update(Seat)
         .where(
             col(Seat.id) == locked.c.id,
@@ -72,15 +101,40 @@ async def hold_seats(
             free_clause(now, include_blocked=include_blocked),
         )
         .values(
-            status=SeatStatus.held,
+            status=SeatStatus.sold if sell else SeatStatus.held,
             order_id=order_id,
-            hold_expires_at=expires_at,
+            hold_expires_at=None if sell else expires_at,
             ticket_type_id=case({sid: tt for sid, (tt, _) in seats.items()}, value=col(Seat.id)),
         )
         .returning(col(Seat.id), col(Seat.label), col(Seat.section_id))
-        .execution_options(synchronize_session=False)
     )
-    return {sid: (label, section_id) for sid, label, section_id in (await session.execute(stmt)).tuples()}
+    if conn.dialect.name == "postgresql":
+        # One round trip for the answer on every seat asked for: the UPDATE runs as a data-modifying
+        # CTE, and the outer SELECT reports each locked seat of the gala and whether it was held.
+        done = update_stmt.cte("held")
+        rows = await conn.execute(
+            select(locked.c.id, locked.c.label, locked.c.section_id, done.c.id.is_not(None)).select_from(
+                locked.outerjoin(done, done.c.id == locked.c.id)
+            )
+        )
+        result = SeatHold()
+        for sid, label, section_id, was_held in rows.tuples():
+            (result.held if was_held else result.refused)[sid] = (label, section_id)
+        return result
+    held = {sid: (label, section_id) for sid, label, section_id in (await conn.execute(update_stmt)).tuples()}
+    return SeatHold(held, await _refused(session, gala_id, [sid for sid in ids if sid not in held]))
+
+
+async def _refused(session: AsyncSession, gala_id: str, seat_ids: list[str]) -> dict[str, tuple[str | None, str]]:
+    """Label and section of the asked-for seats of this gala that were not held."""
+    if not seat_ids:
+        return {}
+    rows = await session.execute(
+        select(col(Seat.id), col(Seat.label), col(Seat.section_id)).where(
+            col(Seat.id).in_(seat_ids), col(Seat.gala_id) == gala_id
+        )
+    )
+    return {sid: (label, section_id) for sid, label, section_id in rows.tuples()}
 
 
 def _group_by_sections(seats: Mapping[str, tuple[str, Sequence[str]]]) -> dict[tuple[str, ...], list[str]]:
@@ -100,8 +154,11 @@ async def hold_places(
     expires_at: datetime,
     now: datetime,
     naive: bool = False,
+    sell: bool = False,
 ) -> list[str]:
-    """Hold up to `count` free places of a general area; returns the ids held (fewer if it sold out)."""
+    """Hold up to `count` free places of a general area; returns the ids held (fewer if it sold out).
+    With `sell`, they are taken as sold straight away."""
+    status, hold_expires_at = (SeatStatus.sold, None) if sell else (SeatStatus.held, expires_at)
     if naive:
         free = list(
             (
@@ -119,32 +176,76 @@ async def hold_places(
                 update(Seat)
                 .where(col(Seat.id).in_(free))
                 .values(
-                    status=SeatStatus.held,
+                    status=status,
                     order_id=order_id,
-                    hold_expires_at=expires_at,
+                    hold_expires_at=hold_expires_at,
                     ticket_type_id=ticket_type_id,
                 )
                 .execution_options(synchronize_session=False)
             )
         return free
+
+    conn = await session.connection()  # Core, no autoflush: this statement touches seat rows only
+    rows = await conn.execute(
+        _PICK_PLACES,
+        {
+            "pick_section_id": section_id,
+            "count": count,
+            "now": now,
+            "new_status": status,
+            "new_order_id": order_id,
+            "new_expires_at": hold_expires_at,
+            "new_ticket_type_id": ticket_type_id,
+        },
+    )
+    return [r for (r,) in rows]
+
+
+def _pick_places() -> Update:
+    """Take up to :count free places of area :pick_section_id, first come first served, in one statement.
+
+    Available places first, then places whose hold has expired. Each branch is one equality on
+    (section_id, status) in id order: a range scan of the index ix_seat_section_status_id from the
+    first candidate, so its cost does not grow as the area sells out. (With the availability rule's
+    OR in one query, PostgreSQL walked the primary key and filtered, passing every place already
+    taken.) The outer LIMIT stops before the second branch runs when the first is enough, and SKIP
+    LOCKED lets concurrent buyers of one area take different places instead of queueing."""
+    count = bindparam("count", type_=Integer)
+    now: BindParameter[datetime] = bindparam("now")
+
+    def candidates(rule: ColumnElement[bool]) -> Subquery:
+        return (
+            select(col(Seat.id))
+            .where(col(Seat.section_id) == bindparam("pick_section_id"), rule, col(Seat.blocked).is_(False))
+            .order_by(col(Seat.id))
+            .limit(count)
+            .with_for_update(skip_locked=True)
+            .subquery()
+        )
+
+    available = candidates(col(Seat.status) == SeatStatus.available)
+    expired = candidates(and_(col(Seat.status) == SeatStatus.held, col(Seat.hold_expires_at) <= now))
     # The pick must be a CTE: PostgreSQL evaluates it once. As an `IN (sub-select … LIMIT n)` the
     # planner may rescan the sub-select after rows were updated and so take more than n places.
-    picked = (
-        select(col(Seat.id))
-        .where(col(Seat.section_id) == section_id, free_clause(now))
-        .order_by(col(Seat.id))
-        .limit(count)
-        .with_for_update(skip_locked=True)
-        .cte("picked")
+    picked = union_all(select(available.c.id), select(expired.c.id)).limit(count).cte("picked")
+    still_free = or_(
+        col(Seat.status) == SeatStatus.available,
+        and_(col(Seat.status) == SeatStatus.held, col(Seat.hold_expires_at) <= now),
     )
-    stmt = (
+    return (
         update(Seat)
-        .where(col(Seat.id) == picked.c.id, free_clause(now))
-        .values(status=SeatStatus.held, order_id=order_id, hold_expires_at=expires_at, ticket_type_id=ticket_type_id)
+        .where(col(Seat.id) == picked.c.id, still_free, col(Seat.blocked).is_(False))
+        .values(
+            status=bindparam("new_status"),
+            order_id=bindparam("new_order_id"),
+            hold_expires_at=bindparam("new_expires_at"),
+            ticket_type_id=bindparam("new_ticket_type_id"),
+        )
         .returning(col(Seat.id))
-        .execution_options(synchronize_session=False)
     )
-    return [r for (r,) in await session.execute(stmt)]
+
+
+_PICK_PLACES = _pick_places()  # built once: every general-admission order runs it
 
 
 async def _naive_hold(
@@ -157,6 +258,7 @@ async def _naive_hold(
     expires_at: datetime,
     now: datetime,
     include_blocked: bool,
+    sell: bool,
 ) -> dict[str, tuple[str | None, str]]:
     rows = await session.execute(
         select(col(Seat.id), col(Seat.label), col(Seat.section_id)).where(
@@ -172,9 +274,9 @@ async def _naive_hold(
             update(Seat)
             .where(col(Seat.id) == sid)
             .values(
-                status=SeatStatus.held,
+                status=SeatStatus.sold if sell else SeatStatus.held,
                 order_id=order_id,
-                hold_expires_at=expires_at,
+                hold_expires_at=None if sell else expires_at,
                 ticket_type_id=seats[sid][0],
             )
             .execution_options(synchronize_session=False)

@@ -47,7 +47,8 @@ class Seat(SQLModel, table=True):
     __tablename__ = "seat"
     __table_args__ = (
         UniqueConstraint("gala_id", "label"),
-        Index("ix_seat_section_status", "section_id", "status"),
+        # Serves the general-admission pick: free places of an area, in id order (seating.holds).
+        Index("ix_seat_section_status_id", "section_id", "status", "id"),
         Index("ix_seat_gala_table", "gala_id", "table"),
         Index("ix_seat_ticket_type_status", "ticket_type_id", "status"),
         Index("ix_seat_gala_status", "gala_id", "status"),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 
 
@@ -31,6 +33,41 @@ async def test_oversized_body(client: httpx.AsyncClient, admin: dict[str, str]) 
         "/v1/galas", content=b"[" + b"1," * 600_000 + b"1]", headers={**admin, "content-type": "application/json"}
     )
     assert_problem(r, 413, "payload_too_large")
+
+
+async def test_oversized_body_without_length(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"["
+        for _ in range(20):
+            yield b"1," * 50_000
+        yield b"1]"
+
+    r = await client.post("/v1/galas", content=chunks(), headers={**admin, "content-type": "application/json"})
+    assert "content-length" not in r.request.headers
+    assert_problem(r, 413, "payload_too_large")
+
+
+async def test_nul_in_text_is_refused_with_its_place(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    """JSON may carry U+0000, but no text column of PostgreSQL can store it: a 422 naming the field, on
+    both engines alike, and nothing written."""
+    body = {"title": "Spring\u0000Gala", "venue": {"name": "Hall", "tags": ["ok", "b\u0000d"]}}
+    r = await client.post("/v1/galas", json=body, headers=admin)
+    problem = assert_problem(r, 422, "validation_error")
+    assert problem["errors"] == [
+        {"loc": ["body", "title"], "msg": "NUL character in text"},
+        {"loc": ["body", "venue", "tags", 1], "msg": "NUL character in text"},
+    ]
+    listed = (await client.get("/v1/galas", headers=admin, params={"limit": 100})).json()["data"]
+    assert not any("\x00" in g["title"] for g in listed)
+
+
+async def test_nul_in_query_is_a_4xx(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    r = await client.get("/v1/orders", params={"email": "a\x00b@example.org"}, headers=admin)
+    assert r.status_code in (200, 422), r.text  # SQLite stores and finds nothing; PostgreSQL refuses the text
+    if r.status_code == 422:
+        assert_problem(r, 422, "validation_error")
+    else:
+        assert r.json()["data"] == []
 
 
 async def test_validation_error_lists_errors(client: httpx.AsyncClient) -> None:

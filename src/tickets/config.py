@@ -43,12 +43,19 @@ class Settings(BaseSettings):
     order_url_template: str | None = None
     secret_key: SecretStr | None = None
 
+    # Public order creation is unlimited by default: a frontend may send every buyer from one address.
     rate_limit_orders: str = "0"
-    rate_limit_scans: str = "0"
+    # Scans are limited by default: ten a second per device is beyond any door, and far too slow to
+    # probe codes with a stolen key (the key as a whole gets four times the device limit).
+    rate_limit_scans: str = "600/minute"
     rate_limit_storage_url: str = "memory://"
     cors_origins: str = ""
     webhook_allow_private_urls: bool = False
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+
+    # Resolved API keys are kept in each worker for this long; a revoked key is refused at once by
+    # the worker that revoked it and by the others within this many seconds. 0 turns the cache off.
+    api_key_cache_seconds: float = Field(default=1.0, ge=0, le=60)
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     access_log: bool = False

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tickets.logs import request_id_var
-from tickets.problems import PayloadTooLarge
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 
@@ -70,42 +71,80 @@ class RequestContextMiddleware:
             await send(message)
 
         limit = self.max_body_bytes
-        received = 0
-
-        async def receive_wrapper() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
-            return message
-
         try:
             if content_length is not None and content_length > limit:
-                await self._too_large(scope, send_wrapper)
+                await self._problem(
+                    scope,
+                    send_wrapper,
+                    413,
+                    "payload_too_large",
+                    "Request body too large",
+                    f"The request body exceeds {limit} bytes.",
+                )
                 return
-            await self.app(scope, receive_wrapper, send_wrapper)
+            if scope["method"] not in ("POST", "PUT", "PATCH"):
+                await self.app(scope, receive, send_wrapper)
+                return
+            # Read the body before the app does (it is capped, so this costs at most `limit` bytes): an
+            # oversized body or text that no database can store is answered here, with a clear problem.
+            chunks: list[bytes] = []
+            received = 0
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    await self.app(scope, _replay([], message), send_wrapper)
+                    return
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                if received > limit:
+                    await self._problem(
+                        scope,
+                        send_wrapper,
+                        413,
+                        "payload_too_large",
+                        "Request body too large",
+                        f"The request body exceeds {limit} bytes.",
+                    )
+                    return
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
+            if b"\\u0000" in body:
+                where = _nul_locations(body)
+                if where is not None:
+                    await self._problem(
+                        scope,
+                        send_wrapper,
+                        422,
+                        "validation_error",
+                        "Invalid request",
+                        "Text may not contain the NUL character (\\u0000).",
+                        errors=[{"loc": loc, "msg": "NUL character in text"} for loc in where],
+                    )
+                    return
+            await self.app(scope, _replay([body], None, receive), send_wrapper)
         finally:
             request_id_var.reset(token)
 
-    async def _too_large(self, scope: Scope, send: Send) -> None:
-        import json
-
+    async def _problem(
+        self, scope: Scope, send: Send, status: int, code: str, title: str, detail: str, **extensions: Any
+    ) -> None:
         body = json.dumps(
             {
                 "type": "about:blank",
-                "title": "Request body too large",
-                "status": 413,
-                "detail": f"The request body exceeds {self.max_body_bytes} bytes.",
+                "title": title,
+                "status": status,
+                "detail": detail,
                 "instance": scope["path"],
-                "code": "payload_too_large",
+                "code": code,
+                **extensions,
             }
         ).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/problem+json"),
                     (b"content-length", str(len(body)).encode()),
@@ -113,3 +152,44 @@ class RequestContextMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _replay(chunks: list[bytes], first: Message | None, receive: Receive | None = None) -> Receive:
+    """A `receive` that hands the app the body already read, then defers to the real one (disconnects)."""
+    pending: list[Message] = [first] if first is not None else []
+    pending += [{"type": "http.request", "body": b"".join(chunks), "more_body": False}] if chunks else []
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        if receive is None:
+            return {"type": "http.disconnect"}
+        return await receive()
+
+    return replay
+
+
+def _nul_locations(body: bytes) -> list[list[str | int]] | None:
+    """Where in a JSON body strings (or keys) hold NUL: a list of `loc`s, or None if it is not JSON."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None  # the app answers malformed JSON itself
+    found: list[list[str | int]] = []
+
+    def walk(value: Any, loc: list[str | int]) -> None:
+        if isinstance(value, str):
+            if "\x00" in value:
+                found.append(loc)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in key:
+                    found.append([*loc, key])
+                else:
+                    walk(item, [*loc, key])
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, [*loc, index])
+
+    walk(doc, ["body"])
+    return found or None

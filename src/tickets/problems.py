@@ -242,9 +242,18 @@ def is_contention(exc: BaseException) -> bool:
     return "database is locked" in text or "database table is locked" in text or "busy" in text
 
 
+# SQLSTATEs of text the database cannot store (NUL bytes, bad encodings): the caller's input.
+_BAD_TEXT_SQLSTATES = {"22021", "22P05"}
+
+
 async def _db_handler(request: Request, exc: Exception) -> Response:
     if is_contention(exc):
         return problem_from_error(request, Busy())
+    orig = getattr(exc, "orig", None)
+    if (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) in _BAD_TEXT_SQLSTATES:
+        return problem_from_error(
+            request, ValidationFailed("The request contains characters that cannot be stored.", errors=[])
+        )
     log.exception("database error on %s %s", request.method, request.url.path)
     return problem_from_error(request, InternalError("An unexpected error occurred."))
 

@@ -176,14 +176,20 @@ async def gala_stats(session: AsyncSession, gala: Gala, *, now: datetime) -> Gal
             )
         )
     status_rows = await session.execute(
-        select(col(Order.status), col(Order.expires_at) <= now, func.count())
-        .where(col(Order.gala_id) == gala.id)
-        .group_by(col(Order.status), col(Order.expires_at) <= now)
+        select(col(Order.status), func.count()).where(col(Order.gala_id) == gala.id).group_by(col(Order.status))
     )
     by_status: dict[str, int] = {s.value: 0 for s in OrderStatus}
-    for status, expired, n in status_rows:
-        key = OrderStatus.expired.value if status == OrderStatus.pending and expired else status
-        by_status[key] = by_status.get(key, 0) + int(n)
+    for status, n in status_rows:
+        by_status[status] = by_status.get(status, 0) + int(n)
+    lapsed = (
+        await session.execute(
+            select(func.count()).where(
+                col(Order.gala_id) == gala.id, col(Order.status) == OrderStatus.pending, col(Order.expires_at) <= now
+            )
+        )
+    ).scalar_one()
+    by_status[OrderStatus.pending] -= int(lapsed)  # pending past expiry is expired, swept or not
+    by_status[OrderStatus.expired] += int(lapsed)
     money = await session.execute(
         select(col(Order.payment_provider), func.sum(col(Order.total_amount)), func.sum(col(Order.refunded_amount)))
         .where(

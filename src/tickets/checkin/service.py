@@ -32,7 +32,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlmodel import col
@@ -214,6 +214,26 @@ def _ticket_columns() -> tuple[Any, ...]:
     )
 
 
+def _admit_statement(*, earlier_than_recorded: bool) -> Any:
+    checked_in = col(Ticket.checked_in_at)
+    return (
+        update(Ticket)
+        .where(
+            col(Ticket.id) == bindparam("p_ticket_id"),
+            col(Ticket.status) == TicketStatus.valid,
+            col(Ticket.version) == bindparam("p_version"),
+            checked_in > bindparam("p_at") if earlier_than_recorded else checked_in.is_(None),
+        )
+        .values(checked_in_at=bindparam("p_at"), checked_in_gate=bindparam("p_gate"), updated_at=bindparam("p_now"))
+        .returning(*_ticket_columns())
+    )
+
+
+# Built once: every scan runs one of them (a prebuilt statement skips construction and cache-key work).
+_ADMIT = _admit_statement(earlier_than_recorded=False)
+_ADMIT_EARLIER = _admit_statement(earlier_than_recorded=True)
+
+
 async def _admit(
     session: AsyncSession,
     payload: codes.CodePayload,
@@ -226,20 +246,12 @@ async def _admit(
     """The one conditional UPDATE that admits: the ticket's row, or None when it could not be admitted.
     With `earlier_than_recorded`, it instead moves an existing check-in back to `at` (an offline scan
     that proves an earlier admission)."""
-    checked_in = col(Ticket.checked_in_at)
-    stmt = (
-        update(Ticket)
-        .where(
-            col(Ticket.id) == payload.ticket_id,
-            col(Ticket.status) == TicketStatus.valid,
-            col(Ticket.version) == payload.version,
-            checked_in > at if earlier_than_recorded else checked_in.is_(None),
-        )
-        .values(checked_in_at=at, checked_in_gate=gate, updated_at=now)
-        .returning(*_ticket_columns())
-        .execution_options(synchronize_session=False)
+    conn = await session.connection()  # Core: the ticket row is not in the session
+    result = await conn.execute(
+        _ADMIT_EARLIER if earlier_than_recorded else _ADMIT,
+        {"p_ticket_id": payload.ticket_id, "p_version": payload.version, "p_at": at, "p_gate": gate, "p_now": now},
     )
-    return (await session.execute(stmt)).first()
+    return result.first()
 
 
 async def _read_ticket(session: AsyncSession, ticket_id: str) -> Row[Any] | None:
@@ -413,17 +425,18 @@ def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
+_STORE = {
+    name: dialect.insert(Scan)
+    .on_conflict_do_nothing(index_elements=["gala_id", "scan_id"])
+    .returning(col(Scan.scan_id))
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
 async def _store(session: AsyncSession, scan: Scan) -> bool:
     """Log the scan; False when its (gala, scan_id) is already logged (a repeated scan)."""
-    values = scan.model_dump()
-    insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
-    stmt = (
-        insert(Scan)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["gala_id", "scan_id"])
-        .returning(col(Scan.scan_id))
-    )
-    return (await session.execute(stmt)).first() is not None
+    conn = await session.connection()
+    return (await conn.execute(_STORE[conn.dialect.name], scan.model_dump())).first() is not None
 
 
 async def _stored_answer(session: AsyncSession, gala_id: str, scan_id: str) -> ScanRead:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.clock import utc_now
@@ -21,5 +22,10 @@ async def emit(
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type}")
     event = OutboxEvent(id=new_id("evt"), type=event_type, gala_id=gala_id, data=data, created_at=now or utc_now())
-    session.add(event)
+    # A Core INSERT on the transaction's connection, not `session.add`: no unit-of-work flush for a
+    # row nothing reads back in this transaction (a check-in or a sale writes one on the hot path).
+    await (await session.connection()).execute(_INSERT, event.model_dump())
     return event
+
+
+_INSERT = insert(OutboxEvent)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from typing import Any
 
 import httpx
@@ -90,6 +92,39 @@ async def test_order_rate_limit_and_cors(limited: httpx.AsyncClient, admin: dict
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://tickets.example.org"
     r = await limited.get("/v1/galas", headers={"Origin": "https://evil.example.com"})
     assert "access-control-allow-origin" not in r.headers
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+async def test_order_rate_limit_is_shared_through_redis(settings: Settings, admin: dict[str, str]) -> None:
+    """Two app instances (two workers, or two hosts) with one Redis: the limit holds across both."""
+    import redis.asyncio as redis
+
+    store = redis.from_url(REDIS_URL)
+    await store.flushdb()  # database 15 belongs to the tests
+    await store.aclose()
+    s = make_settings(
+        settings.database_url, settings.data_dir, rate_limit_orders="4/minute", rate_limit_storage_url=REDIS_URL
+    )
+    apps = [create_app(s, run_jobs=False) for _ in range(2)]
+    async with contextlib.AsyncExitStack() as stack:
+        clients = []
+        for application in apps:
+            await stack.enter_async_context(application.router.lifespan_context(application))
+            transport = httpx.ASGITransport(app=application)
+            clients.append(await stack.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://x")))
+        one, two = clients
+        gala = await create_gala(one, admin)
+        floor = await add_general(one, admin, gala["id"], 50)
+        tier = await add_ticket_type(one, admin, gala["id"], [floor["id"]], price_amount=0)
+        await publish(one, admin, gala["id"])
+        body = order_body(gala["id"], [{"ticket_type_id": tier["id"], "quantity": 1}])
+        codes = [(await c.post("/v1/orders", json=body)).status_code for c in (one, two, one, two)]
+        assert codes == [201, 201, 201, 201]
+        for c in (one, two):  # each instance alone has seen only two: the shared count refuses both
+            r = await c.post("/v1/orders", json=body)
+            assert r.status_code == 429 and r.json()["code"] == "rate_limited", r.text
 
 
 async def test_logs_carry_no_personal_data_or_secrets(

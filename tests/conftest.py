@@ -14,12 +14,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.support import scratch_database, stripe_stand_in
+from tests.support import asgi_client, running_app, scratch_database, stripe_stand_in
 from tickets.auth import service as auth_service
 from tickets.auth.models import Role
 from tickets.config import Settings
 from tickets.db import Database
-from tickets.main import create_app
 from tickets.migrate import upgrade_to_head
 
 TEST_SECRET = "test-secret-key-not-for-production-0123456789"
@@ -63,15 +62,13 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory, stripe
 
 @pytest.fixture(scope="session")
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings, run_jobs=False)
-    async with application.router.lifespan_context(application):
+    async with running_app(settings) as application:
         yield application
 
 
 @pytest.fixture(scope="session")
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         yield c
 
 

@@ -1,4 +1,4 @@
-"""Test support: databases per run, a live server in subprocesses, the Stripe stand-in."""
+"""Test support: databases per run, the app in process, a live server in subprocesses, the Stripe stand-in."""
 
 from __future__ import annotations
 
@@ -9,14 +9,41 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
 import psycopg
+from fastapi import FastAPI
+
+from tickets.config import Settings
+from tickets.main import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The app in this process with its lifespan started (database, caches), background jobs off."""
+    application = create_app(settings, run_jobs=False)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@asynccontextmanager
+async def asgi_client(app: FastAPI, base_url: str = "http://testserver") -> AsyncIterator[httpx.AsyncClient]:
+    """A client that calls `app` in process; an unexpected exception is the app's 500 answer."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+        yield client
+
+
+@asynccontextmanager
+async def app_client(settings: Settings, base_url: str = "http://testserver") -> AsyncIterator[httpx.AsyncClient]:
+    """`running_app` and `asgi_client` together, for a test that needs the app with other settings."""
+    async with running_app(settings) as app, asgi_client(app, base_url) as client:
+        yield client
 
 
 def free_port() -> int:

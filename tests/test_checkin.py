@@ -16,13 +16,13 @@ from sqlmodel import col
 
 from tests.conftest import make_settings
 from tests.factories import add_general, add_reserved, add_ticket_type, create_gala, order_body, publish, seat_ids
+from tests.support import app_client
 from tickets.checkin import service as checkin_service
 from tickets.checkin.models import Scan
 from tickets.clock import utc_now
 from tickets.config import Settings
 from tickets.db import Database
 from tickets.keys import KeyRing
-from tickets.main import create_app
 from tickets.tickets import codes
 from tickets.webhooks.models import OutboxEvent
 
@@ -585,31 +585,28 @@ async def test_scan_rate_limit_per_device_and_per_key(
     key = {
         "Authorization": f"Bearer {(await client.post('/v1/api-keys', json={'name': 'gate', 'role': 'door'}, headers=admin)).json()['key']}"
     }
-    limited = create_app(
-        make_settings(settings.database_url, settings.data_dir, rate_limit_scans="5/minute"), run_jobs=False
-    )
-    async with limited.router.lifespan_context(limited):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=limited), base_url="http://limited") as c:
-            statuses = [(await scan(c, key, gala_id, "probe", device_id="d1")).status_code for _ in range(6)]
-            assert statuses == [200] * 5 + [429]
-            r = await scan(c, key, gala_id, "probe", device_id="d1")
-            assert r.status_code == 429 and r.json()["code"] == "rate_limited"
-            assert 1 <= int(r.headers["Retry-After"]) <= 60
-            # Other devices of the key go on, up to four times the limit for the key as a whole.
-            for device in ("d2", "d3", "d4"):
-                for _ in range(5):
-                    assert (await scan(c, key, gala_id, "probe", device_id=device)).status_code == 200
-            r = await scan(c, key, gala_id, "probe", device_id="d5")
-            assert r.status_code == 429
-            # Batches count too, once per upload.
-            r = await c.post(
-                "/v1/scans/batch",
-                json={"gala_id": gala_id, "device_id": "d9", "scans": [batch_scan("rl-1", "probe", utc_now())]},
-                headers=key,
-            )
-            assert r.status_code == 429
-            # Another key is not affected.
-            assert (await scan(c, door, gala_id, "probe", device_id="d1")).status_code == 200
+    limited = make_settings(settings.database_url, settings.data_dir, rate_limit_scans="5/minute")
+    async with app_client(limited, "http://limited") as c:
+        statuses = [(await scan(c, key, gala_id, "probe", device_id="d1")).status_code for _ in range(6)]
+        assert statuses == [200] * 5 + [429]
+        r = await scan(c, key, gala_id, "probe", device_id="d1")
+        assert r.status_code == 429 and r.json()["code"] == "rate_limited"
+        assert 1 <= int(r.headers["Retry-After"]) <= 60
+        # Other devices of the key go on, up to four times the limit for the key as a whole.
+        for device in ("d2", "d3", "d4"):
+            for _ in range(5):
+                assert (await scan(c, key, gala_id, "probe", device_id=device)).status_code == 200
+        r = await scan(c, key, gala_id, "probe", device_id="d5")
+        assert r.status_code == 429
+        # Batches count too, once per upload.
+        r = await c.post(
+            "/v1/scans/batch",
+            json={"gala_id": gala_id, "device_id": "d9", "scans": [batch_scan("rl-1", "probe", utc_now())]},
+            headers=key,
+        )
+        assert r.status_code == 429
+        # Another key is not affected.
+        assert (await scan(c, door, gala_id, "probe", device_id="d1")).status_code == 200
 
 
 @pytest.mark.parametrize("text", ["", "   ", "A" * 2000])

@@ -27,7 +27,7 @@ from sqlmodel import col
 from tests.conftest import make_settings
 from tests.factories import on_sale_theatre, order_body
 from tests.smtp import Inbox, attachments, bodies, closed_port, smtp_server
-from tests.support import scratch_database
+from tests.support import asgi_client, running_app, scratch_database
 from tickets.auth import service as auth_service
 from tickets.auth.models import Role
 from tickets.clock import utc_now
@@ -35,7 +35,6 @@ from tickets.config import Settings
 from tickets.db import Database
 from tickets.mail import service as mail_service
 from tickets.mail.models import MailMessage
-from tickets.main import create_app
 from tickets.migrate import upgrade_to_head
 
 # --- an app and database of this module's own (overriding the session fixtures of the same names) ---
@@ -50,15 +49,13 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 @pytest.fixture(scope="module")
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings, run_jobs=False)
-    async with application.router.lifespan_context(application):
+    async with running_app(settings) as application:
         yield application
 
 
 @pytest.fixture(scope="module")
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with asgi_client(app) as c:
         yield c
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from typing import Any
@@ -13,8 +12,8 @@ from fastapi import FastAPI
 
 from tests.conftest import make_settings
 from tests.factories import add_general, add_ticket_type, create_gala, order_body, publish
+from tests.support import app_client
 from tickets.config import Settings
-from tickets.main import create_app
 
 BODY_EXAMPLES = [
     ("post", "/v1/galas"),
@@ -64,10 +63,8 @@ async def limited(settings: Settings) -> Any:
         rate_limit_orders="3/minute",
         cors_origins="https://tickets.example.org",
     )
-    application = create_app(s, run_jobs=False)
-    async with application.router.lifespan_context(application):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://limited") as c:
-            yield c
+    async with app_client(s, "http://limited") as c:
+        yield c
 
 
 async def test_order_rate_limit_and_cors(limited: httpx.AsyncClient, admin: dict[str, str]) -> None:
@@ -107,14 +104,7 @@ async def test_order_rate_limit_is_shared_through_redis(settings: Settings, admi
     s = make_settings(
         settings.database_url, settings.data_dir, rate_limit_orders="4/minute", rate_limit_storage_url=REDIS_URL
     )
-    apps = [create_app(s, run_jobs=False) for _ in range(2)]
-    async with contextlib.AsyncExitStack() as stack:
-        clients = []
-        for application in apps:
-            await stack.enter_async_context(application.router.lifespan_context(application))
-            transport = httpx.ASGITransport(app=application)
-            clients.append(await stack.enter_async_context(httpx.AsyncClient(transport=transport, base_url="http://x")))
-        one, two = clients
+    async with app_client(s) as one, app_client(s) as two:
         gala = await create_gala(one, admin)
         floor = await add_general(one, admin, gala["id"], 50)
         tier = await add_ticket_type(one, admin, gala["id"], [floor["id"]], price_amount=0)

@@ -19,10 +19,10 @@ from tests.factories import (
     publish,
     seat_ids,
 )
+from tests.support import app_client
 from tickets.clock import utc_now
 from tickets.config import Settings
 from tickets.db import Database
-from tickets.main import create_app
 from tickets.orders import service as orders_service
 from tickets.orders.errors import SeatUnavailable
 from tickets.orders.schemas import OrderCreate
@@ -425,17 +425,15 @@ async def test_without_stripe_paid_orders_are_refused(
         name="Free",
         price_amount=0,
     )
-    bare = create_app(make_settings(settings.database_url, settings.data_dir), run_jobs=False)
-    async with bare.router.lifespan_context(bare):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bare), base_url="http://bare") as c:
-            r = await c.post("/v1/orders", json=order_body(gala["id"], [seat_item(tier, seats["A1"])]))
-            assert r.status_code == 409 and r.json()["code"] == "payments_not_configured"
-            r = await c.post("/v1/orders", json=order_body(gala["id"], [seat_item(free_tier, seats["A1"])]))
-            assert r.status_code == 201 and r.json()["status"] == "paid"
-            tickets = (
-                await c.get(f"/v1/orders/{r.json()['id']}/tickets", headers={"X-Order-Token": r.json()["access_token"]})
-            ).json()
-            assert len(tickets["data"]) == 1 and tickets["data"][0]["status"] == "valid"
+    async with app_client(make_settings(settings.database_url, settings.data_dir), "http://bare") as c:
+        r = await c.post("/v1/orders", json=order_body(gala["id"], [seat_item(tier, seats["A1"])]))
+        assert r.status_code == 409 and r.json()["code"] == "payments_not_configured"
+        r = await c.post("/v1/orders", json=order_body(gala["id"], [seat_item(free_tier, seats["A1"])]))
+        assert r.status_code == 201 and r.json()["status"] == "paid"
+        tickets = (
+            await c.get(f"/v1/orders/{r.json()['id']}/tickets", headers={"X-Order-Token": r.json()["access_token"]})
+        ).json()
+        assert len(tickets["data"]) == 1 and tickets["data"][0]["status"] == "valid"
 
 
 async def test_draft_seat_map_is_for_staff_only(client: httpx.AsyncClient, admin: dict[str, str]) -> None:

@@ -25,11 +25,10 @@ from tests.stripe_helpers import (
     sign,
     stripe_client,
 )
-from tests.support import live_server, stripe_stand_in
+from tests.support import app_client, live_server, stripe_stand_in
 from tickets.clock import utc_now
 from tickets.config import Settings
 from tickets.db import Database
-from tickets.main import create_app
 from tickets.orders import service as orders_service
 from tickets.orders.schemas import OrderCreate
 from tickets.payments import cancellation
@@ -426,20 +425,16 @@ async def test_stripe_down_releases_the_hold(
     client: httpx.AsyncClient, admin: dict[str, str], settings: Settings
 ) -> None:
     gala, tier, seats = await on_sale_theatre(client, admin, price=2000)
-    broken = create_app(
-        make_settings(
-            settings.database_url,
-            settings.data_dir,
-            stripe_secret_key="sk_test_x",
-            stripe_webhook_secret=WEBHOOK_SECRET,
-            stripe_api_base="http://127.0.0.1:9",
-            stripe_timeout_seconds=2,
-        ),
-        run_jobs=False,
+    broken = make_settings(
+        settings.database_url,
+        settings.data_dir,
+        stripe_secret_key="sk_test_x",
+        stripe_webhook_secret=WEBHOOK_SECRET,
+        stripe_api_base="http://127.0.0.1:9",
+        stripe_timeout_seconds=2,
     )
-    async with broken.router.lifespan_context(broken):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=broken), base_url="http://broken") as c:
-            r = await c.post("/v1/orders", json=order_body(gala["id"], [seat_item(tier, seats["A1"])]))
+    async with app_client(broken, "http://broken") as c:
+        r = await c.post("/v1/orders", json=order_body(gala["id"], [seat_item(tier, seats["A1"])]))
     assert r.status_code == 502 and r.json()["code"] == "payment_provider_error"
     assert (await seat_status(client, gala["id"]))["A1"] == "available"
     assert (await buy(client, gala["id"], [seat_item(tier, seats["A1"])]))["status"] == "pending"

@@ -18,11 +18,10 @@ from aiohttp import web
 
 from tests.conftest import make_settings
 from tests.factories import add_general, add_ticket_type, create_gala, order_body, publish
-from tests.support import free_port
+from tests.support import asgi_client, free_port, running_app
 from tickets.clock import utc_now
 from tickets.config import Settings
 from tickets.db import Database
-from tickets.main import create_app
 from tickets.orders import service as orders_service
 from tickets.webhooks import service as webhooks_service
 
@@ -61,10 +60,8 @@ async def receiver() -> AsyncIterator[Receiver]:
 async def private_ok(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Settings, Any]]:
     """The app with WEBHOOK_ALLOW_PRIVATE_URLS=true (our receiver is on loopback)."""
     s = make_settings(settings.database_url, settings.data_dir, webhook_allow_private_urls=True)
-    app = create_app(s, run_jobs=False)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hooks") as c:
-            yield c, s, app
+    async with running_app(s) as app, asgi_client(app, "http://hooks") as c:
+        yield c, s, app
 
 
 def verify(headers: dict[str, str], body: bytes, secret: str) -> bool:

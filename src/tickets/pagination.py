@@ -47,16 +47,25 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 async def paginate(
-    session: AsyncSession, stmt: Select[Any], *, created_col: Any, id_col: Any, limit: int, cursor: str | None
+    session: AsyncSession,
+    stmt: Select[Any],
+    *,
+    created_col: Any,
+    id_col: Any,
+    limit: int,
+    cursor: str | None,
+    whole_rows: bool = False,
 ) -> tuple[list[Any], str | None]:
-    """Run `stmt` (selecting one entity) for one page after `cursor`."""
+    """Run `stmt` for one page after `cursor`, ordered by (`created_col`, `id_col`) of its first entity.
+    Returns that entity of each row, or with `whole_rows` the rows themselves (the keyed entity first)."""
     if cursor:
         created, row_id = decode_cursor(cursor)
         stmt = stmt.where(or_(created_col > created, and_(created_col == created, id_col > row_id)))
-    rows = list((await session.execute(stmt.order_by(created_col, id_col).limit(limit + 1))).scalars())
+    result = await session.execute(stmt.order_by(created_col, id_col).limit(limit + 1))
+    rows = list(result.all() if whole_rows else result.scalars())
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        last = rows[-1]
+        last = rows[-1][0] if whole_rows else rows[-1]
         next_cursor = encode_cursor(getattr(last, created_col.key), getattr(last, id_col.key))
     return rows, next_cursor

@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.galas.models import Gala
 from tickets.orders.models import PAID_STATUSES, Order, OrderStatus
-from tickets.pagination import decode_cursor, encode_cursor
+from tickets.pagination import paginate
 from tickets.reports.schemas import (
     AttendeeRead,
     CheckInStats,
@@ -70,16 +70,9 @@ async def attendees_page(
 ) -> tuple[list[AttendeeRead], str | None]:
     """Valid tickets of the gala, in issue order, one page."""
     stmt = _attendee_query().where(col(Ticket.gala_id) == gala_id, col(Ticket.status) == TicketStatus.valid)
-    if cursor:
-        created, row_id = decode_cursor(cursor)
-        stmt = stmt.where(
-            (col(Ticket.issued_at) > created) | ((col(Ticket.issued_at) == created) & (col(Ticket.id) > row_id))
-        )
-    rows = list((await session.execute(stmt.order_by(col(Ticket.issued_at), col(Ticket.id)).limit(limit + 1))).all())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1][0].issued_at, rows[-1][0].id)
+    rows, next_cursor = await paginate(
+        session, stmt, created_col=Ticket.issued_at, id_col=Ticket.id, limit=limit, cursor=cursor, whole_rows=True
+    )
     return [_attendee(r) for r in rows], next_cursor
 
 

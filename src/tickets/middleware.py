@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids, security headers, and a cap on request bodies."""
+"""Pure ASGI middleware: request ids, security headers, and checks on request bodies."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import re
 import secrets
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tickets.logs import request_id_var
+from tickets.problems import PayloadTooLarge, ProblemError, ValidationFailed, problem_from_error
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 
@@ -30,7 +32,8 @@ DOOR_CSP = (
 
 class RequestContextMiddleware:
     """Gives every request an id (the caller's `X-Request-ID` if sane), echoed in the response,
-    adds security headers, and refuses bodies over `max_body_bytes` with a 413 problem."""
+    adds security headers, and refuses bodies over `max_body_bytes` (413) and JSON text holding NUL,
+    which no database column stores (422 naming each field), before the app reads them."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
@@ -73,13 +76,8 @@ class RequestContextMiddleware:
         limit = self.max_body_bytes
         try:
             if content_length is not None and content_length > limit:
-                await self._problem(
-                    scope,
-                    send_wrapper,
-                    413,
-                    "payload_too_large",
-                    "Request body too large",
-                    f"The request body exceeds {limit} bytes.",
+                await self._refuse(
+                    scope, receive, send_wrapper, PayloadTooLarge(f"The request body exceeds {limit} bytes.")
                 )
                 return
             if scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -93,18 +91,13 @@ class RequestContextMiddleware:
             while more:
                 message = await receive()
                 if message["type"] != "http.request":
-                    await self.app(scope, _replay([], message), send_wrapper)
+                    await self.app(scope, _replay(message, receive), send_wrapper)
                     return
                 chunk = message.get("body", b"")
                 received += len(chunk)
                 if received > limit:
-                    await self._problem(
-                        scope,
-                        send_wrapper,
-                        413,
-                        "payload_too_large",
-                        "Request body too large",
-                        f"The request body exceeds {limit} bytes.",
+                    await self._refuse(
+                        scope, receive, send_wrapper, PayloadTooLarge(f"The request body exceeds {limit} bytes.")
                     )
                     return
                 chunks.append(chunk)
@@ -113,58 +106,30 @@ class RequestContextMiddleware:
             if b"\\u0000" in body:
                 where = _nul_locations(body)
                 if where is not None:
-                    await self._problem(
-                        scope,
-                        send_wrapper,
-                        422,
-                        "validation_error",
-                        "Invalid request",
+                    nul = ValidationFailed(
                         "Text may not contain the NUL character (\\u0000).",
                         errors=[{"loc": loc, "msg": "NUL character in text"} for loc in where],
                     )
+                    await self._refuse(scope, receive, send_wrapper, nul)
                     return
-            await self.app(scope, _replay([body], None, receive), send_wrapper)
+            await self.app(
+                scope, _replay({"type": "http.request", "body": body, "more_body": False}, receive), send_wrapper
+            )
         finally:
             request_id_var.reset(token)
 
-    async def _problem(
-        self, scope: Scope, send: Send, status: int, code: str, title: str, detail: str, **extensions: Any
-    ) -> None:
-        body = json.dumps(
-            {
-                "type": "about:blank",
-                "title": title,
-                "status": status,
-                "detail": detail,
-                "instance": scope["path"],
-                "code": code,
-                **extensions,
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, error: ProblemError) -> None:
+        """Answer with the problem the app itself would give (same document, same `type`)."""
+        await problem_from_error(Request(scope), error)(scope, receive, send)
 
 
-def _replay(chunks: list[bytes], first: Message | None, receive: Receive | None = None) -> Receive:
-    """A `receive` that hands the app the body already read, then defers to the real one (disconnects)."""
-    pending: list[Message] = [first] if first is not None else []
-    pending += [{"type": "http.request", "body": b"".join(chunks), "more_body": False}] if chunks else []
+def _replay(first: Message, receive: Receive) -> Receive:
+    """A `receive` that hands the app the message already read (the whole body), then the real ones."""
+    pending = [first]
 
     async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        if receive is None:
-            return {"type": "http.disconnect"}
-        return await receive()
+        return pending.pop() if pending else await receive()
 
     return replay
 

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import random
 import secrets
-import subprocess
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -180,11 +179,7 @@ def main() -> None:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-door-")))
         db_url, dbname = stack.enter_context(harness.scratch_database("door_"))
         extra = {"DB_POOL_SIZE": str(args.pool_size)} if args.pool_size else {}
-        env = harness.server_env(db_url, tmp, **extra)
-        subprocess.run([str(harness.VENV_BIN / "tickets"), "migrate"], env=env, cwd=tmp, check=True)
-        key = harness.create_api_key(env)
-        server = stack.enter_context(harness.serve(env, workers=args.workers))
-        api = harness.Api(server.base, key)
+        env, server, api = stack.enter_context(harness.deployed(db_url, tmp, workers=args.workers, **extra))
         print(f"door rush: {args.tickets} tickets + 10 % repeats + 5 % forged, {args.connections} scanners")
         rounds = []
         for i in range(args.rounds):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import secrets
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -51,7 +50,7 @@ def general_gala(api: harness.Api, places: int, title: str) -> dict[str, Any]:
     return {"gala": gid, "tt": tt["id"], "section": area["id"]}
 
 
-def grow(api: harness.Api, server: harness.Server, dbname: str, key: str, *, galas: int, places: int) -> float:
+def grow(api: harness.Api, server: harness.Server, dbname: str, *, galas: int, places: int) -> float:
     """`galas` galas on sale, every place sold through comp orders of 100 (sent by the cheap client)."""
     started = time.perf_counter()
     requests = []
@@ -71,7 +70,7 @@ def grow(api: harness.Api, server: harness.Server, dbname: str, key: str, *, gal
                 {
                     "method": "POST",
                     "path": "/v1/comp-orders",
-                    "headers": {"Authorization": f"Bearer {key}"},
+                    "headers": {"Authorization": f"Bearer {api.key}"},
                     "body": body,
                 }
             )
@@ -257,11 +256,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-growth-")))
         db_url, dbname = stack.enter_context(harness.scratch_database("growth_"))
-        env = harness.server_env(db_url, tmp)
-        subprocess.run([str(harness.VENV_BIN / "tickets"), "migrate"], env=env, cwd=tmp, check=True)
-        key = harness.create_api_key(env)
-        server = stack.enter_context(harness.serve(env, workers=args.workers))
-        api = harness.Api(server.base, key)
+        env, server, api = stack.enter_context(harness.deployed(db_url, tmp, workers=args.workers))
         scan_gala, tickets = door.issue_tickets(api, 1000, title="Growth door gala")
         door_key = api.post("/v1/api-keys", {"name": "growth door", "role": "door", "gala_ids": [scan_gala]})["key"]
         codes = [t["code"] for t in tickets]
@@ -272,7 +267,7 @@ def main() -> None:
             "sale": general_gala(api, 20000, "Growth sale gala"),
         }
         rows = suite(server, dbname, fixtures, "small")
-        took = grow(api, server, dbname, key, galas=args.galas, places=args.places)
+        took = grow(api, server, dbname, galas=args.galas, places=args.places)
         print(f"grew the database by {args.galas} galas x {args.places} sold places in {took:.0f} s")
         rows += suite(server, dbname, fixtures, "large")
         rows.sort(key=lambda r: (r["name"], r["connections"], r["phase"] != "small"))

@@ -254,6 +254,19 @@ def serve(env: dict[str, str], *, workers: int = 2) -> Iterator[Server]:
             proc.wait()
 
 
+@contextlib.contextmanager
+def deployed(
+    database_url: str, data_dir: Path, *, workers: int, **extra: str
+) -> Iterator[tuple[dict[str, str], Server, Api]]:
+    """The service as deployed on `database_url`: migrated, an admin key made, `tickets serve --workers N`
+    running. Yields its environment, the server and an admin client."""
+    env = server_env(database_url, data_dir, **extra)
+    subprocess.run([str(VENV_BIN / "tickets"), "migrate"], env=env, cwd=data_dir, check=True)
+    key = create_api_key(env)
+    with serve(env, workers=workers) as server:
+        yield env, server, Api(server.base, key)
+
+
 def server_errors(server: Server) -> list[str]:
     return [line for line in server.log_path.read_text(errors="replace").splitlines() if '"level": "error"' in line]
 
@@ -473,6 +486,7 @@ class Api:
     """A small synchronous client for setting data up (not measured)."""
 
     def __init__(self, base: str, key: str | None = None) -> None:
+        self.key = key
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.Client(base_url=base, headers=headers, timeout=120)
 

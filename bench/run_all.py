@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -62,11 +61,7 @@ def main() -> None:
             base, pid = stack.enter_context(rush.stripe_stand_in())
             extra.update(STRIPE_SECRET_KEY="sk_test_bench", STRIPE_WEBHOOK_SECRET="whsec_bench", STRIPE_API_BASE=base)
             extra_pids["stripe stand-in"] = pid
-        env = harness.server_env(db_url, tmp, **extra)
-        subprocess.run([str(harness.VENV_BIN / "tickets"), "migrate"], env=env, cwd=tmp, check=True)
-        key = harness.create_api_key(env)
-        server = stack.enter_context(harness.serve(env, workers=args.workers))
-        api = harness.Api(server.base, key)
+        env, server, api = stack.enter_context(harness.deployed(db_url, tmp, workers=args.workers, **extra))
 
         for priced in (False, True) if not args.no_priced else (False,):
             label = "rush (priced, Stripe stand-in)" if priced else "rush (free)"

@@ -36,6 +36,13 @@ from tickets.seating.models import Seat, SeatStatus
 from tickets.seating.service import free_clause
 
 
+def _taken(sell: bool, expires_at: datetime) -> dict[str, object]:
+    """What a taken seat is set to: sold for good, or held until `expires_at`."""
+    if sell:
+        return {"status": SeatStatus.sold, "hold_expires_at": None}
+    return {"status": SeatStatus.held, "hold_expires_at": expires_at}
+
+
 @dataclass
 class SeatHold:
     """What a seat hold did: {seat_id: (label, section_id)} of the seats it held, and of the seats of
@@ -101,9 +108,8 @@ async def hold_seats(
             free_clause(now, include_blocked=include_blocked),
         )
         .values(
-            status=SeatStatus.sold if sell else SeatStatus.held,
+            **_taken(sell, expires_at),
             order_id=order_id,
-            hold_expires_at=None if sell else expires_at,
             ticket_type_id=case({sid: tt for sid, (tt, _) in seats.items()}, value=col(Seat.id)),
         )
         .returning(col(Seat.id), col(Seat.label), col(Seat.section_id))
@@ -158,7 +164,7 @@ async def hold_places(
 ) -> list[str]:
     """Hold up to `count` free places of a general area; returns the ids held (fewer if it sold out).
     With `sell`, they are taken as sold straight away."""
-    status, hold_expires_at = (SeatStatus.sold, None) if sell else (SeatStatus.held, expires_at)
+    taken = _taken(sell, expires_at)
     if naive:
         free = list(
             (
@@ -176,9 +182,8 @@ async def hold_places(
                 update(Seat)
                 .where(col(Seat.id).in_(free))
                 .values(
-                    status=status,
+                    **taken,
                     order_id=order_id,
-                    hold_expires_at=hold_expires_at,
                     ticket_type_id=ticket_type_id,
                 )
                 .execution_options(synchronize_session=False)
@@ -192,9 +197,9 @@ async def hold_places(
             "pick_section_id": section_id,
             "count": count,
             "now": now,
-            "new_status": status,
+            "new_status": taken["status"],
             "new_order_id": order_id,
-            "new_expires_at": hold_expires_at,
+            "new_expires_at": taken["hold_expires_at"],
             "new_ticket_type_id": ticket_type_id,
         },
     )
@@ -274,9 +279,8 @@ async def _naive_hold(
             update(Seat)
             .where(col(Seat.id) == sid)
             .values(
-                status=SeatStatus.sold if sell else SeatStatus.held,
+                **_taken(sell, expires_at),
                 order_id=order_id,
-                hold_expires_at=None if sell else expires_at,
                 ticket_type_id=seats[sid][0],
             )
             .execution_options(synchronize_session=False)

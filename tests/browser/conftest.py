@@ -1,4 +1,4 @@
-"""Fixtures for the door page in a real browser: the real server (one worker) on the session database,
+"""Fixtures for the door page in a real browser: the real server (one worker) on a database of its own,
 Debian's Chromium driven by Playwright, and a free gala with tickets made through the API.
 
 Chromium comes from Debian (`apt-get install chromium`, done by scripts/test.sh); Playwright never
@@ -22,7 +22,8 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright, expect
 
 from tests.conftest import TEST_SECRET
-from tests.support import live_server
+from tests.support import live_server, scratch_database
+from tickets.migrate import upgrade_to_head
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 expect.set_options(timeout=15_000)
@@ -60,20 +61,24 @@ class Gala:
 
 
 @pytest.fixture(scope="session")
-def door_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def door_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # A database of its own: this server lives for the whole session and its background jobs (webhook
+    # delivery, sweeps) must not work on the suite's shared database while other tests drive those jobs.
     data_dir = tmp_path_factory.mktemp("door")
-    env = {"DATABASE_URL": database_url, "SECRET_KEY": TEST_SECRET, "DATA_DIR": str(data_dir)}
-    out = subprocess.run(
-        [sys.executable, "-m", "tickets.cli", "create-api-key", "--role", "admin", "--name", "door tests"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=data_dir,
-        env={**os.environ, **env},
-    )
-    admin = {"Authorization": f"Bearer {out.stdout.strip().splitlines()[-1]}"}
-    with live_server(env, workers=1, cwd=data_dir) as base:
-        yield Server(base, admin)
+    with scratch_database(os.environ.get("TEST_DATABASE_URL"), data_dir) as database_url:
+        upgrade_to_head(database_url)
+        env = {"DATABASE_URL": database_url, "SECRET_KEY": TEST_SECRET, "DATA_DIR": str(data_dir)}
+        out = subprocess.run(
+            [sys.executable, "-m", "tickets.cli", "create-api-key", "--role", "admin", "--name", "door tests"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=data_dir,
+            env={**os.environ, **env},
+        )
+        admin = {"Authorization": f"Bearer {out.stdout.strip().splitlines()[-1]}"}
+        with live_server(env, workers=1, cwd=data_dir) as base:
+            yield Server(base, admin)
 
 
 def make_gala(server: Server, *, guests: list[str], title: str = "Door Gala") -> Gala:

@@ -332,3 +332,36 @@ async def test_lookup_emails_links_and_reveals_nothing(
     assert (await client.post("/v1/orders/lookup", json={"email": buyer_email})).status_code == 202
     await send(app, mail)
     assert len([m for m in inbox.to(buyer_email) if m["Subject"] == "Your ticket orders"]) == 1
+
+
+async def test_a_guest_email_given_later_gets_the_ticket_once(
+    client: httpx.AsyncClient, admin: dict[str, str], app: FastAPI, settings: Settings, db: Database, inbox: Inbox
+) -> None:
+    buyer_email, guest, typo_fixed, second = address("buyer"), address("guest"), address("fixed"), address("other")
+    _, order = await free_order(client, admin, [{"attendee_name": "Table guest"}], buyer_email=buyer_email)
+    headers = {"X-Order-Token": order["access_token"]}
+    [ticket] = (await client.get(f"/v1/orders/{order['id']}/tickets", headers=headers)).json()["data"]
+    url = f"/v1/tickets/{ticket['id']}"
+    mail = smtp_settings(settings, inbox.port)
+
+    # The buyer names the guest after paying; a typo fixed before the mail went out sends one message,
+    # to the corrected address.
+    assert (await client.patch(url, json={"attendee_email": guest}, headers=headers)).status_code == 200
+    assert (await client.patch(url, json={"attendee_email": typo_fixed}, headers=headers)).status_code == 200
+    await send(app, mail)
+    assert inbox.to(guest) == []
+    [guest_mail] = inbox.to(typo_fixed)
+    [content] = attachments(guest_mail).values()
+    assert "Table guest" in PdfReader(io.BytesIO(content)).pages[0].extract_text()
+
+    # The same address again, a name change, or the buyer's own address: nothing new.
+    for body in ({"attendee_email": typo_fixed}, {"attendee_name": "Renamed"}, {"attendee_email": buyer_email}):
+        assert (await client.patch(url, json=body, headers=headers)).status_code == 200
+    await send(app, mail)
+    assert len(inbox.to(typo_fixed)) == 1 and len(inbox.to(buyer_email)) == 1
+
+    # A new address after the first message was sent: that guest gets it too.
+    assert (await client.patch(url, json={"attendee_email": second}, headers=headers)).status_code == 200
+    await send(app, mail)
+    assert len(inbox.to(second)) == 1
+    assert [r.status for r in await mail_rows(db, order["id"]) if r.kind == "guest_ticket"] == ["sent", "sent"]

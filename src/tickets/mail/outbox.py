@@ -101,19 +101,46 @@ async def queue_paid_order(session: AsyncSession, order: Order, tickets: Sequenc
     for ticket in tickets:
         email = (ticket.attendee_email or "").lower()
         if email and email != order.buyer_email.lower():
-            rows.append(
-                _row(
-                    kind=MailKind.guest_ticket,
-                    dedupe_key=guest_key(ticket.id, ticket.version),
-                    to=email,
-                    subject=f"Your ticket for {title}",
-                    order_id=order.id,
-                    ticket_id=ticket.id,
-                    ticket_version=ticket.version,
-                    now=now,
-                )
-            )
+            rows.append(_guest_row(ticket, guest_key(ticket.id, ticket.version), title=title, now=now))
     return await _insert_once(session, rows)
+
+
+def _guest_row(ticket: Ticket, dedupe_key: str, *, title: str, now: datetime) -> dict[str, Any]:
+    return _row(
+        kind=MailKind.guest_ticket,
+        dedupe_key=dedupe_key,
+        to=(ticket.attendee_email or "").lower(),
+        subject=f"Your ticket for {title}",
+        order_id=ticket.order_id,
+        ticket_id=ticket.id,
+        ticket_version=ticket.version,
+        now=now,
+    )
+
+
+async def queue_new_guest_address(session: AsyncSession, ticket: Ticket, *, buyer_email: str, now: datetime) -> int:
+    """A guest's email filled in or changed after payment (a sponsor naming the guests of a table): that
+    guest gets their ticket. Once per address and version; nothing when the guest is the buyer, or while
+    a message of this ticket is still waiting (it is written when sent, to the address as it is then)."""
+    email = (ticket.attendee_email or "").lower()
+    if not email or email == buyer_email.lower():
+        return 0
+    waiting = (
+        await session.execute(
+            select(col(MailMessage.id))
+            .where(
+                col(MailMessage.ticket_id) == ticket.id,
+                col(MailMessage.ticket_version) == ticket.version,
+                col(MailMessage.status) == MailStatus.pending,
+            )
+            .limit(1)
+        )
+    ).first()
+    if waiting is not None:
+        return 0
+    title = await _gala_title(session, ticket.gala_id)
+    key = f"{guest_key(ticket.id, ticket.version)}:{hashlib.sha256(email.encode()).hexdigest()[:16]}"
+    return await _insert_once(session, [_guest_row(ticket, key, title=title, now=now)])
 
 
 async def queue_transfer(session: AsyncSession, ticket: Ticket, *, now: datetime) -> int:

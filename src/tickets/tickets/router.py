@@ -160,8 +160,9 @@ async def update_ticket(
     request: Request, access: TicketAccessForUpdate, body: TicketUpdate, session: SessionDep
 ) -> TicketRead:
     """Fill in or change the attendee's name, email or dietary needs (e.g. a sponsor naming the guests of
-    a table). The buyer may until the gala's `name_change_cutoff`; admins always. The code does not change:
-    to give the ticket to someone else, so that the old code stops working, transfer it."""
+    a table). The buyer may until the gala's `name_change_cutoff`; admins always. A guest email filled in
+    or changed is sent the ticket (once per address; the buyer has every ticket already). The code does not
+    change: to give the ticket to someone else, so that the old code stops working, transfer it."""
     ticket = _valid(access.ticket)
     await _check_cutoff(session, access, what="Names could be changed")
     ticket = await ticket_service.update_ticket(session, ticket, body, now=utc_now())

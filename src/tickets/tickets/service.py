@@ -175,7 +175,9 @@ async def get_ticket(session: AsyncSession, ticket_id: str, *, lock: bool = Fals
 
 
 async def update_ticket(session: AsyncSession, ticket: Ticket, body: TicketUpdate, *, now: datetime) -> Ticket:
-    """Change the attendee's details; the code (and version) stay the same."""
+    """Change the attendee's details; the code (and version) stay the same. A guest email filled in or
+    changed gets the ticket by email (the buyer has it already)."""
+    email_before = ticket.attendee_email
     for key, value in body.model_dump(exclude_unset=True).items():
         if key == "attendee_email" and value is not None:
             value = str(value).lower()
@@ -183,6 +185,10 @@ async def update_ticket(session: AsyncSession, ticket: Ticket, body: TicketUpdat
     ticket.updated_at = now
     session.add(ticket)
     await session.flush()
+    if ticket.attendee_email and ticket.attendee_email != email_before:
+        order = await session.get(Order, ticket.order_id)
+        if order is not None:
+            await outbox.queue_new_guest_address(session, ticket, buyer_email=order.buyer_email, now=now)
     return ticket
 
 

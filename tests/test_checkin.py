@@ -607,6 +607,13 @@ async def test_scan_rate_limit_per_device_and_per_key(
         assert r.status_code == 429
         # Another key is not affected.
         assert (await scan(c, door, gala_id, "probe", device_id="d1")).status_code == 200
+    # A scanner that names no device is not one device: only its key's limit (4 × 5) applies.
+    other = {
+        "Authorization": f"Bearer {(await client.post('/v1/api-keys', json={'name': 'app', 'role': 'door'}, headers=admin)).json()['key']}"
+    }
+    async with app_client(limited, "http://limited") as c:
+        statuses = [(await scan(c, other, gala_id, "probe")).status_code for _ in range(21)]
+        assert statuses == [200] * 20 + [429]
 
 
 @pytest.mark.parametrize("text", ["", "   ", "A" * 2000])

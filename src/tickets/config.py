@@ -45,9 +45,9 @@ class Settings(BaseSettings):
 
     # Public order creation is unlimited by default: a frontend may send every buyer from one address.
     rate_limit_orders: str = "0"
-    # Scans are limited by default: ten a second per device is beyond any door, and far too slow to
-    # probe codes with a stolen key (the key as a whole gets four times the device limit).
-    rate_limit_scans: str = "600/minute"
+    # Scans are limited by default against a runaway client, high enough that no door rush meets it: fifty a
+    # second per device that names itself, and four times that for a key as a whole (every scan of a key).
+    rate_limit_scans: str = "3000/minute"
     rate_limit_storage_url: str = "memory://"
     cors_origins: str = ""
     webhook_allow_private_urls: bool = False

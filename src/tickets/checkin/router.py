@@ -56,13 +56,16 @@ DoorCacheDep = Annotated[DoorCache, Depends(door_cache)]
 
 
 async def limit_scans(request: Request, principal: Principal, device_id: str | None) -> None:
-    """RATE_LIMIT_SCANS per device of a key, and KEY_LIMIT_FACTOR times that for all of a key's devices
-    together (device ids are the client's word, so the key's own limit is what stops a stolen key)."""
+    """RATE_LIMIT_SCANS per device of a key, and KEY_LIMIT_FACTOR times that for all of a key's scans
+    together (device ids are the client's word, so the key's own limit is what stops a runaway client).
+    A scan that names no device counts against the key's limit only: a scanner app that sends no
+    `device_id` is not one device."""
     limit: RateLimit | None = request.app.state.settings.scans_limit
     if limit is None:
         return
     limiter = request.app.state.rate_limiter
-    await limiter.check("scans-device", f"{principal.key_id}:{device_id or '-'}", limit)
+    if device_id:
+        await limiter.check("scans-device", f"{principal.key_id}:{device_id}", limit)
     await limiter.check("scans-key", principal.key_id, RateLimit(limit.count * KEY_LIMIT_FACTOR, limit.seconds))
 
 
@@ -83,7 +86,8 @@ async def scan(
     `scan_id` returns the first answer, never a second verdict. Without one, the server makes one.
     Every scan is logged with its gala, gate, device, key and time, failures too.
 
-    Rate limited (`RATE_LIMIT_SCANS`) per device of a key, and per key at four times that."""
+    Rate limited (`RATE_LIMIT_SCANS`, default 3,000 a minute) per `device_id` of a key, and per key at
+    four times that."""
     principal.require_gala(body.gala_id)
     await limit_scans(request, principal, body.device_id)
     gala = await cache.gala(session, body.gala_id)

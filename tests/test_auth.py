@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -11,7 +13,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.conftest import make_settings
 from tests.factories import on_sale_theatre, order_body
+from tests.support import asgi_client, running_app, scratch_database
+from tickets.auth import service as auth_service
+from tickets.auth.models import Role
+from tickets.migrate import upgrade_to_head
 
 # Who may call each route: public, buyer (the order's token, or box office and above), door,
 # box_office, admin; stripe (the webhook, authenticated by its signature instead of a key). A route missing here fails test_every_route_is_classified.
@@ -232,3 +239,33 @@ def test_cli_create_api_key_prints_key_last(database_url: str, tmp_path: Any) ->
         stored = conn.execute(sa.text("SELECT key_hash FROM api_key WHERE name = 'First admin'")).scalars().all()
     engine.dispose()
     assert stored == [hash_key(key)] and key not in stored
+
+
+async def test_a_revoked_key_is_refused_by_every_worker_at_once(tmp_path: Any) -> None:
+    """Two app instances (two workers) on one PostgreSQL database, each keeping keys for a minute: the
+    revocation made through one reaches the other's cache through the database's notifications.
+    (PostgreSQL in both runs of the suite: SQLite has no notifications; there the cache's short
+    lifetime is the bound.)"""
+    server = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    with scratch_database(server, tmp_path) as url:
+        upgrade_to_head(url)
+        s = make_settings(url, tmp_path, api_key_cache_seconds=60)
+        async with running_app(s) as one, running_app(s) as two:
+            async with one.state.db.sessions() as session:
+                _, plain = await auth_service.create_api_key(session, name="root", role=Role.admin)
+                await session.commit()
+            root = {"Authorization": f"Bearer {plain}"}
+            async with asgi_client(one) as a, asgi_client(two) as b:
+                created = (await a.post("/v1/api-keys", json={"name": "temp", "role": "admin"}, headers=root)).json()
+                temp = {"Authorization": f"Bearer {created['key']}"}
+                assert (await b.get("/v1/api-keys", headers=temp)).status_code == 200  # now in two's cache
+                assert (await a.delete(f"/v1/api-keys/{created['id']}", headers=root)).status_code == 200
+                assert (await a.get("/v1/api-keys", headers=temp)).status_code == 401
+                statuses = []
+                for _ in range(50):  # the notification travels through the database: allow it 5 s
+                    statuses.append((await b.get("/v1/api-keys", headers=temp)).status_code)
+                    if statuses[-1] == 401:
+                        break
+                    await asyncio.sleep(0.1)
+                assert statuses[-1] == 401, statuses
+                assert (await b.get("/v1/api-keys", headers=root)).status_code == 200

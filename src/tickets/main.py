@@ -11,6 +11,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from tickets import __version__
 from tickets.api import api_router
+from tickets.auth import revocations
+from tickets.auth.service import KeyCache
 from tickets.config import Settings, get_settings
 from tickets.db import Database
 from tickets.door import router as door_router
@@ -45,6 +47,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Fa
     settings = settings or get_settings()
     db = Database.from_settings(settings)
     keys = KeyRing(settings.resolved_secret_key())
+    key_cache = KeyCache(settings.api_key_cache_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -74,6 +77,9 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Fa
             if run_jobs
             else []
         )
+        if not settings.is_sqlite and key_cache.ttl > 0:
+            # Not a job: every process that serves requests must forget revoked keys.
+            tasks.append(asyncio.create_task(revocations.listen(settings.database_url, key_cache.clear)))
         try:
             yield
         finally:
@@ -107,6 +113,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Fa
     app.state.settings = settings
     app.state.db = db
     app.state.keys = keys
+    app.state.key_cache = key_cache
     app.state.public_base_url = settings.public_base_url
     app.state.rate_limiter = RateLimiter(settings.rate_limit_storage_url)
 

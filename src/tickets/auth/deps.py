@@ -20,11 +20,8 @@ bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: B
 
 
 def key_cache(request: Request) -> KeyCache:
-    """This process's cache of resolved API keys (see `KeyCache`), made on first use."""
-    cache: KeyCache | None = getattr(request.app.state, "key_cache", None)
-    if cache is None:
-        cache = KeyCache(request.app.state.settings.api_key_cache_seconds)
-        request.app.state.key_cache = cache
+    """This process's cache of resolved API keys (see `KeyCache`)."""
+    cache: KeyCache = request.app.state.key_cache
     return cache
 
 

@@ -58,7 +58,7 @@ async def revoke_api_key(request: Request, key_id: ApiKeyID, session: SessionDep
     """Revoke a key: from now on it is refused with 401 on every route. Revoking twice is harmless."""
     key = await auth_service.revoke_api_key(session, key_id, now=utc_now(), by=principal)
     # Commit first, then forget cached keys: a request racing with this one cannot cache the key
-    # again from a row that is not revoked yet. (Other workers drop it within API_KEY_CACHE_SECONDS.)
+    # again from a row that is not revoked yet. (Other workers hear of it: see auth.revocations.)
     await session.commit()
     key_cache(request).clear()
     return ApiKeyRead.from_model(key)

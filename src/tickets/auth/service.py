@@ -13,6 +13,7 @@ from sqlalchemy import Row, select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from tickets.auth import revocations
 from tickets.auth.errors import ApiKeyNotFound, GalaNotAllowed, RoleRequired
 from tickets.auth.models import ApiKey, Role
 from tickets.ids import new_id
@@ -112,8 +113,9 @@ class KeyCache:
 
     Only keys that resolved are kept; an unknown key always goes to the database. A key's expiry is
     checked on every use. Revoking a key clears this process's cache at once (after the revocation
-    commits); another worker process may accept a revoked key until its entry is `ttl` seconds old,
-    which is why the TTL is short (`API_KEY_CACHE_SECONDS`, default 1; 0 turns the cache off)."""
+    commits), and on PostgreSQL every other worker's as soon as it hears of it (`revocations`); without
+    that (SQLite, or a lost listening connection) another worker may accept a revoked key until its entry
+    is `ttl` seconds old, which is why the TTL is short (`API_KEY_CACHE_SECONDS`, default 1; 0: no cache)."""
 
     MAX_ENTRIES = 10_000
 
@@ -174,4 +176,5 @@ async def revoke_api_key(session: AsyncSession, key_id: str, *, now: datetime, b
         key.revoked_at = now
         session.add(key)
         await session.flush()
+        await revocations.announce(session)
     return key

@@ -215,6 +215,7 @@ def explain(db_url: str, fixtures: dict[str, Any]) -> str:
             '(SELECT count(*) FROM "order"), (SELECT count(*) FROM scan)'
         ).fetchone()
         conn.execute("ANALYZE")
+        conn.commit()  # statistics are transactional: the rollbacks below must not undo them
         params = {
             "large": fixtures["large"]["gala"],
             "seat1": fixtures["large"]["seats"][-1],

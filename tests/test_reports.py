@@ -83,3 +83,17 @@ async def test_attendees_json_csv_and_stats(
     }
     assert stats["check_ins"] == {"admitted": 0, "expected": 3}
     assert (await client.get(f"/v1/galas/{gala['id']}/stats", headers=box)).status_code == 403
+
+    # The treasurer's orders CSV: every order of the gala, amounts and how each was paid.
+    csv_headers = {**box, "Accept": "text/csv"}
+    r = await client.get("/v1/orders", params={"gala_id": gala["id"], "limit": 1}, headers=csv_headers)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    orders = {row["payment_provider"]: row for row in csv.DictReader(io.StringIO(r.text))}
+    assert set(orders) == {"free", "cash", "stripe"}  # all three, whatever the page size
+    assert (orders["cash"]["status"], orders["cash"]["tickets"], orders["cash"]["net_amount"]) == ("paid", "2", "3000")
+    card = orders["stripe"]
+    assert card["status"] == "pending" and card["total_amount"] == "1500"
+    assert card["payment_intent_id"] == pending.json()["payment"]["payment_intent_id"]
+    assert orders["free"]["total_amount"] == "0" and orders["free"]["paid_at"]
+    r = await client.get("/v1/orders", params={"gala_id": gala["id"], "status": "paid"}, headers=csv_headers)
+    assert sorted(row["payment_provider"] for row in csv.DictReader(io.StringIO(r.text))) == ["cash", "free"]

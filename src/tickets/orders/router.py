@@ -5,12 +5,13 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from tickets import idempotency
 from tickets.auth.deps import AdminKey, BoxOfficeKey, OptionalPrincipal
 from tickets.auth.errors import GalaNotAllowed, RoleRequired
 from tickets.clock import utc_now
+from tickets.csvexport import CSV_CONTENT, csv_response, wants_csv
 from tickets.db import Database, SessionDep
 from tickets.galas.errors import GalaNotFound, GalaNotOnSale
 from tickets.galas.schemas import GalaID
@@ -212,7 +213,14 @@ async def create_comp_order(
 @router.get(
     "",
     summary="List orders",
-    responses=problem_responses(Unauthenticated, InvalidApiKey, RoleRequired, GalaNotAllowed, InvalidCursor),
+    response_model=Page[OrderRead],
+    responses={
+        **problem_responses(Unauthenticated, InvalidApiKey, RoleRequired, GalaNotAllowed, InvalidCursor),
+        200: {
+            "description": "JSON page of orders, or every matching order as CSV with `Accept: text/csv`.",
+            "content": CSV_CONTENT,
+        },
+    },
 )
 async def list_orders(
     request: Request,
@@ -225,15 +233,56 @@ async def list_orders(
     email: str | None = Query(default=None, max_length=320, description="Only orders of this buyer email."),
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> Page[OrderRead]:
-    """Box office and admin: orders, oldest first, filtered by gala, status or buyer email."""
-    rows, next_cursor = await orders_service.list_orders(
+) -> Page[OrderRead] | Response:
+    """Box office and admin: orders, oldest first, filtered by gala, status or buyer email.
+
+    With `Accept: text/csv`, every matching order (no pages) as a CSV for the treasurer: one row per
+    order with its status, buyer, ticket count, amounts in minor units (`net_amount` is the total less
+    refunds), promo code, and how it was paid (`payment_provider`, Stripe's `payment_intent_id`), to
+    match against the payouts. Cells a spreadsheet would run as formulas are prefixed with `'`."""
+    now = utc_now()
+    if wants_csv(request):
+        pages = orders_service.all_orders(session, principal=principal, gala_id=gala_id, status=status, email=email)
+        rows = ([_csv_value(order, n, c, now) for c in ORDER_CSV_COLUMNS] async for order, n in pages)
+        return await csv_response(ORDER_CSV_COLUMNS, rows, filename=f"orders-{gala_id or 'all'}.csv")
+    orders, next_cursor = await orders_service.list_orders(
         session, principal=principal, gala_id=gala_id, status=status, email=email, limit=limit, cursor=cursor
     )
-    items = await orders_service.get_items_for(session, [o.id for o in rows])
-    now = utc_now()
+    items = await orders_service.get_items_for(session, [o.id for o in orders])
     keys: KeyRing = request.app.state.keys
-    return Page[OrderRead](data=[order_read(keys, o, items[o.id], now=now) for o in rows], next_cursor=next_cursor)
+    return Page[OrderRead](data=[order_read(keys, o, items[o.id], now=now) for o in orders], next_cursor=next_cursor)
+
+
+ORDER_CSV_COLUMNS = (
+    "id",
+    "gala_id",
+    "status",
+    "created_at",
+    "paid_at",
+    "cancelled_at",
+    "buyer_name",
+    "buyer_email",
+    "tickets",
+    "currency",
+    "subtotal_amount",
+    "discount_amount",
+    "total_amount",
+    "refunded_amount",
+    "net_amount",
+    "promo_code",
+    "payment_provider",
+    "payment_intent_id",
+)
+
+
+def _csv_value(order: Order, tickets: int, column: str, now: datetime) -> object:
+    if column == "status":
+        return orders_service.effective_status(order, now).value
+    if column == "tickets":
+        return tickets
+    if column == "net_amount":
+        return order.total_amount - order.refunded_amount
+    return getattr(order, column)
 
 
 @router.get(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypedDict
@@ -624,6 +624,33 @@ async def list_orders(
     if email is not None:
         stmt = stmt.where(col(Order.buyer_email) == email.strip().lower())
     return await paginate(session, stmt, created_col=Order.created_at, id_col=Order.id, limit=limit, cursor=cursor)
+
+
+async def all_orders(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    gala_id: str | None,
+    status: OrderStatus | None,
+    email: str | None,
+    batch: int = 500,
+) -> AsyncIterator[tuple[Order, int]]:
+    """Every order `list_orders` would page through, with its number of tickets (for CSV)."""
+    cursor: str | None = None
+    while True:
+        orders, cursor = await list_orders(
+            session, principal=principal, gala_id=gala_id, status=status, email=email, limit=batch, cursor=cursor
+        )
+        rows = await session.execute(
+            select(col(OrderItem.order_id), func.count())
+            .where(col(OrderItem.order_id).in_([o.id for o in orders]))
+            .group_by(col(OrderItem.order_id))
+        )
+        counts = dict(rows.all())  # (not `dict(result)`: a Result has `keys()`, the column names)
+        for order in orders:
+            yield order, counts.get(order.id, 0)
+        if cursor is None:
+            return
 
 
 async def expire_due_orders(

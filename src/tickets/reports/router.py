@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import csv
-import io
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from tickets.auth.deps import AdminKey
 from tickets.auth.errors import GalaNotAllowed, RoleRequired
 from tickets.clock import utc_now
+from tickets.csvexport import CSV_CONTENT, csv_response, wants_csv
 from tickets.db import SessionDep
 from tickets.galas import service as galas_service
 from tickets.galas.errors import GalaNotFound
@@ -22,12 +20,6 @@ router = APIRouter(prefix="/galas/{gala_id}", tags=["Reports"])
 ADMIN = (Unauthenticated, InvalidApiKey, RoleRequired, GalaNotAllowed, GalaNotFound)
 
 
-def _csv_cell(value: object) -> str:
-    text = "" if value is None else (value.isoformat() if hasattr(value, "isoformat") else str(value))
-    # A cell that a spreadsheet would run as a formula is quoted as text.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 @router.get(
     "/attendees",
     summary="Attendee list",
@@ -36,7 +28,7 @@ def _csv_cell(value: object) -> str:
         **problem_responses(*ADMIN, InvalidCursor),
         200: {
             "description": "JSON page of attendees, or the whole list as CSV with `Accept: text/csv`.",
-            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "content": CSV_CONTENT,
         },
     },
 )
@@ -52,17 +44,10 @@ async def attendees(
     cursor-paginated; `Accept: text/csv` returns the whole list as CSV (UTF-8, header row) for a
     spreadsheet or the door list (cells that a spreadsheet would run as formulas are prefixed with `'`)."""
     await galas_service.get_gala(session, gala_id, principal=principal)
-    if "text/csv" in request.headers.get("accept", ""):
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(reports_service.CSV_COLUMNS)
-        async for attendee in reports_service.attendees_all(session, gala_id):
-            writer.writerow([_csv_cell(getattr(attendee, c)) for c in reports_service.CSV_COLUMNS])
-        return Response(
-            content=buffer.getvalue(),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="attendees-{gala_id}.csv"'},
-        )
+    if wants_csv(request):
+        columns = reports_service.CSV_COLUMNS
+        rows = ([getattr(a, c) for c in columns] async for a in reports_service.attendees_all(session, gala_id))
+        return await csv_response(columns, rows, filename=f"attendees-{gala_id}.csv")
     data, next_cursor = await reports_service.attendees_page(session, gala_id, limit=limit, cursor=cursor)
     return Page[AttendeeRead](data=data, next_cursor=next_cursor)
 

@@ -14,6 +14,7 @@ from tests.factories import (
     seat_ids,
     theatre_seats,
 )
+from tickets.seating.schemas import SeatMap
 
 
 async def test_seat_map_has_rows_tables_and_general_areas(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
@@ -37,6 +38,8 @@ async def test_seat_map_has_rows_tables_and_general_areas(client: httpx.AsyncCli
     assert sections["Standing"]["kind"] == "general"
     assert (sections["Standing"]["capacity"], sections["Standing"]["available"]) == (40, 40)
     assert sections["Standing"]["seats"] == []
+    # The document is built as plain data for speed: it is exactly what the documented model gives.
+    assert SeatMap.model_validate_json(r.content).model_dump(mode="json") == doc
 
 
 async def test_labels_unique_within_gala(client: httpx.AsyncClient, admin: dict[str, str]) -> None:

@@ -30,8 +30,6 @@ from tickets.seating.schemas import (
     GeneralSectionCreate,
     ReservedSectionCreate,
     SeatCreate,
-    SeatMap,
-    SeatMapSection,
     SeatRead,
     SectionRead,
     SectionUpdate,
@@ -208,8 +206,12 @@ async def list_sections(session: AsyncSession, gala_id: str, *, now: datetime) -
     return [section_read(s, available.get(s.id, 0)) for s in sections]
 
 
-async def seat_map(session: AsyncSession, gala_id: str, *, now: datetime) -> SeatMap:
-    """The whole seat map in three queries: sections, reserved seats, and free places per area."""
+async def seat_map(session: AsyncSession, gala_id: str, *, now: datetime) -> dict[str, Any]:
+    """The whole seat map in three queries: sections, reserved seats, and free places per area.
+
+    The `SeatMap` document as plain data, ready to encode: a large hall has thousands of seats, and a
+    model per seat cost more than reading and encoding them together (the shape is checked against
+    `SeatMap` by the tests and the schema fuzzing)."""
     sections = list(
         (
             await session.execute(
@@ -218,7 +220,7 @@ async def seat_map(session: AsyncSession, gala_id: str, *, now: datetime) -> Sea
         ).scalars()
     )
     reserved_ids = [s.id for s in sections if s.kind == SectionKind.reserved]
-    seats_by_section: dict[str, list[SeatRead]] = {sid: [] for sid in reserved_ids}
+    seats_by_section: dict[str, list[dict[str, Any]]] = {sid: [] for sid in reserved_ids}
     if reserved_ids:
         rows = await session.execute(
             select(
@@ -237,33 +239,42 @@ async def seat_map(session: AsyncSession, gala_id: str, *, now: datetime) -> Sea
         )
         for r in rows:
             seats_by_section[r.section_id].append(
-                SeatRead.model_construct(
-                    id=r.id,
-                    label=r.label,
-                    row=r.row,
-                    number=r.number,
-                    table=r.table,
-                    status=seat_status(r, now),
-                )
+                {
+                    "id": r.id,
+                    "label": r.label,
+                    "row": r.row,
+                    "number": r.number,
+                    "table": r.table,
+                    "status": seat_status(r, now),
+                }
             )
-    out: list[SeatMapSection] = []
+    out: list[dict[str, Any]] = []
     general = [s for s in sections if s.kind == SectionKind.general]
     available = await _available_by_section(session, gala_id, now) if general else {}
     for s in sections:
         if s.kind == SectionKind.reserved:
-            out.append(SeatMapSection(id=s.id, name=s.name, kind=SectionKind.reserved, seats=seats_by_section[s.id]))
+            out.append(
+                {
+                    "id": s.id,
+                    "name": s.name,
+                    "kind": "reserved",
+                    "capacity": None,
+                    "available": None,
+                    "seats": seats_by_section[s.id],
+                }
+            )
         else:
             out.append(
-                SeatMapSection(
-                    id=s.id,
-                    name=s.name,
-                    kind=SectionKind.general,
-                    capacity=s.capacity,
-                    available=available.get(s.id, 0),
-                    seats=[],
-                )
+                {
+                    "id": s.id,
+                    "name": s.name,
+                    "kind": "general",
+                    "capacity": s.capacity,
+                    "available": available.get(s.id, 0),
+                    "seats": [],
+                }
             )
-    return SeatMap(gala_id=gala_id, sections=out)
+    return {"gala_id": gala_id, "sections": out}
 
 
 async def _load_seats(session: AsyncSession, gala_id: str, seat_ids: Sequence[str]) -> list[Seat]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -69,3 +70,13 @@ async def paginate(
         last = rows[-1][0] if whole_rows else rows[-1]
         next_cursor = encode_cursor(getattr(last, created_col.key), getattr(last, id_col.key))
     return rows, next_cursor
+
+
+async def each_page(fetch: Callable[[str | None], Awaitable[tuple[list[T], str | None]]]) -> AsyncIterator[list[T]]:
+    """Every page of a list, first to last: `fetch(cursor)` returns a page and the next cursor (exports)."""
+    cursor: str | None = None
+    while True:
+        page, cursor = await fetch(cursor)
+        yield page
+        if cursor is None:
+            return

@@ -48,7 +48,7 @@ from tickets.orders.models import (
     PromoCode,
 )
 from tickets.orders.schemas import OrderCreate, PromoCodeCreate, PromoCodeUpdate
-from tickets.pagination import paginate
+from tickets.pagination import each_page, paginate
 from tickets.seating import holds
 from tickets.seating.models import Seat, SeatStatus, Section, SectionKind
 from tickets.ticket_types.models import TicketType
@@ -636,11 +636,11 @@ async def all_orders(
     batch: int = 500,
 ) -> AsyncIterator[tuple[Order, int]]:
     """Every order `list_orders` would page through, with its number of tickets (for CSV)."""
-    cursor: str | None = None
-    while True:
-        orders, cursor = await list_orders(
+    async for orders in each_page(
+        lambda cursor: list_orders(
             session, principal=principal, gala_id=gala_id, status=status, email=email, limit=batch, cursor=cursor
         )
+    ):
         rows = await session.execute(
             select(col(OrderItem.order_id), func.count())
             .where(col(OrderItem.order_id).in_([o.id for o in orders]))
@@ -649,8 +649,6 @@ async def all_orders(
         counts = dict(rows.all())  # (not `dict(result)`: a Result has `keys()`, the column names)
         for order in orders:
             yield order, counts.get(order.id, 0)
-        if cursor is None:
-            return
 
 
 async def expire_due_orders(

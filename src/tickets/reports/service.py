@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.galas.models import Gala
 from tickets.orders.models import PAID_STATUSES, Order, OrderStatus
-from tickets.pagination import paginate
+from tickets.pagination import each_page, paginate
 from tickets.reports.schemas import (
     AttendeeRead,
     CheckInStats,
@@ -78,13 +78,9 @@ async def attendees_page(
 
 async def attendees_all(session: AsyncSession, gala_id: str, *, batch: int = 1000) -> AsyncIterator[AttendeeRead]:
     """Every valid ticket of the gala, streamed in batches (for CSV)."""
-    cursor: str | None = None
-    while True:
-        page, cursor = await attendees_page(session, gala_id, limit=batch, cursor=cursor)
+    async for page in each_page(lambda cursor: attendees_page(session, gala_id, limit=batch, cursor=cursor)):
         for attendee in page:
             yield attendee
-        if cursor is None:
-            return
 
 
 async def gala_stats(session: AsyncSession, gala: Gala, *, now: datetime) -> GalaStats:

@@ -342,6 +342,38 @@ async def test_refunds_full_partial_and_over_refund(
     assert sum(r["amount"] for r in refunds if r["status"] == "succeeded") == 15000
 
 
+async def test_refunding_some_tickets_of_a_free_order_voids_only_those(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """Nothing was paid, so "all the money is back" says nothing: the named tickets go, the others stay."""
+    gala, tier, seats = await on_sale_theatre(client, admin, price=0)
+    r = await client.post(
+        "/v1/orders", json=order_body(gala["id"], [seat_item(tier, seats[s]) for s in ("A1", "A2", "A3")])
+    )
+    assert r.status_code == 201 and r.json()["status"] == "paid", r.text
+    order = r.json()
+    url = f"/v1/orders/{order['id']}/refunds"
+    tickets = (await client.get(f"/v1/orders/{order['id']}/tickets", headers=admin)).json()["data"]
+    r = await client.post(url, json={"ticket_ids": [tickets[1]["id"]], "reason": "cannot come"}, headers=admin)
+    assert r.status_code == 201 and r.json()["amount"] == 0, r.text
+    statuses = {
+        t["id"]: t["status"]
+        for t in (await client.get(f"/v1/orders/{order['id']}/tickets", headers=admin)).json()["data"]
+    }
+    assert statuses == {tickets[0]["id"]: "valid", tickets[1]["id"]: "void", tickets[2]["id"]: "valid"}
+    assert (await read(client, order))["status"] == "partially_refunded"
+    assert (await seat_status(client, gala["id"]))[tickets[1]["seat_label"]] == "available"
+
+    r = await client.post(url, json={}, headers=admin)  # the whole order
+    assert r.status_code == 201, r.text
+    assert (await read(client, order))["status"] == "refunded"
+    statuses = {
+        t["id"]: t["status"]
+        for t in (await client.get(f"/v1/orders/{order['id']}/tickets", headers=admin)).json()["data"]
+    }
+    assert set(statuses.values()) == {"void"}
+
+
 async def test_external_refund_and_dispute_void_tickets(
     client: httpx.AsyncClient, admin: dict[str, str], stripe_base: str
 ) -> None:

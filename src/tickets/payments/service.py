@@ -406,6 +406,15 @@ async def refund_order(
                 f"Only {balance} {order.currency} minor units are left to refund on this order.",
                 refundable_amount=balance,
             )
+        if amount <= 0 and not chosen and order.total_amount == 0:
+            # A free order has no money to give back: refunding it whole gives back its places.
+            chosen = list(
+                (
+                    await session.execute(
+                        select(Ticket).where(col(Ticket.order_id) == order.id, col(Ticket.status) == TicketStatus.valid)
+                    )
+                ).scalars()
+            )
         if amount <= 0 and not chosen:
             raise InvalidRefund("Nothing to refund.", errors=[{"loc": ["body", "amount"], "msg": "nothing to refund"}])
         refund = Refund(
@@ -476,7 +485,9 @@ async def _complete_refund(db: Database, settings: Settings, refund_id: str) -> 
         session.add(booked)
         if booked.kind != RefundKind.late_payment:
             locked.refunded_amount += booked.amount
-            full = locked.refunded_amount >= locked.total_amount
+            # All the money is back: every ticket goes. A free order has no money to give back, so naming
+            # some of its tickets voids those only (0 refunded of 0 is not "everything").
+            full = locked.refunded_amount >= locked.total_amount and (locked.total_amount > 0 or not booked.ticket_ids)
             if full:
                 await void_tickets(session, order_id=locked.id, now=now)
             elif booked.ticket_ids:

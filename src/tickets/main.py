@@ -13,6 +13,8 @@ from tickets import __version__
 from tickets.api import api_router
 from tickets.auth import revocations
 from tickets.auth.service import KeyCache
+from tickets.checkin.service import DoorCache
+from tickets.checkin.store import store_for
 from tickets.config import Settings, get_settings
 from tickets.db import Database
 from tickets.door import router as door_router
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Fa
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            await app.state.door_cache.close()
             await db.engine.dispose()
             await app.state.rate_limiter.storage.close()
 
@@ -114,6 +117,8 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Fa
     app.state.db = db
     app.state.keys = keys
     app.state.key_cache = key_cache
+    app.state.scan_store = store_for(db)
+    app.state.door_cache = DoorCache(keys, db, app.state.scan_store)
     app.state.public_base_url = settings.public_base_url
     app.state.rate_limiter = RateLimiter(settings.rate_limit_storage_url)
 

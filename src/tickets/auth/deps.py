@@ -13,7 +13,6 @@ from tickets.auth.errors import RoleRequired
 from tickets.auth.models import Role
 from tickets.auth.service import KeyCache, Principal
 from tickets.clock import utc_now
-from tickets.db import SessionDep
 from tickets.problems import InvalidApiKey, Unauthenticated
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer tk_…`")
@@ -27,7 +26,6 @@ def key_cache(request: Request) -> KeyCache:
 
 async def get_principal(
     request: Request,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal | None:
     """The caller's principal, None without a key; a wrong, revoked or expired key is 401 anywhere."""
@@ -37,7 +35,7 @@ async def get_principal(
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise InvalidApiKey("The Authorization header must be `Bearer <API key>`.")
     principal = await auth_service.resolve_key_cached(
-        session, key_cache(request), credentials.credentials, now=utc_now()
+        request.app.state.db, key_cache(request), credentials.credentials, now=utc_now()
     )
     if principal is None:
         raise InvalidApiKey("The API key is unknown, revoked or expired.")

@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from tickets.auth import revocations
 from tickets.auth.errors import ApiKeyNotFound, GalaNotAllowed, RoleRequired
 from tickets.auth.models import ApiKey, Role
+from tickets.db import Database
 from tickets.ids import new_id
 
 KEY_PREFIX = "tk_"
@@ -146,14 +147,17 @@ class KeyCache:
         self._entries.clear()
 
 
-async def resolve_key_cached(session: AsyncSession, cache: KeyCache, plain: str, *, now: datetime) -> Principal | None:
-    """`resolve_key`, answered from the process's cache when it can be."""
+async def resolve_key_cached(db: Database, cache: KeyCache, plain: str, *, now: datetime) -> Principal | None:
+    """`resolve_key`, answered from the process's cache when it can be; otherwise read in a short read-only
+    transaction of its own (not the request's: a route that needs no database, or one that writes, does not
+    start its transaction for the key)."""
     digest = hash_key(plain)
     principal = cache.get(digest, now=now)
     if principal is not None:
         return principal
     generation = cache.generation
-    row = await _key_row(session, digest)
+    async with db.read_sessions() as session:
+        row = await _key_row(session, digest)
     principal = _principal(row, now=now)
     if principal is not None and row is not None:
         cache.put(digest, principal, expires_at=row.expires_at, generation=generation)

@@ -22,11 +22,14 @@ wait on each other in opposite orders.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -62,6 +65,8 @@ from tickets.checkin.schemas import (
     TicketTypeCount,
     UndoRead,
 )
+from tickets.checkin.store import TICKET_COLUMNS, CheckedInEvent, ScanEntry, ScanStore, TicketFacts
+from tickets.db import Database
 from tickets.galas.errors import GalaNotFound
 from tickets.galas.models import Gala
 from tickets.ids import new_id
@@ -99,16 +104,72 @@ class GalaInfo:
 
 class DoorCache:
     """What every scan needs and almost never changes, kept per process: each gala's Ed25519 public key
-    object (derived from SECRET_KEY) and the gala's title and time zone (re-read after `ttl` seconds)."""
+    object (derived from SECRET_KEY), the gala's title and time zone (re-read after `ttl` seconds), and
+    the gala's tickets as last read (`ticket_hint`).
+
+    The tickets are only ever a hint: a scan whose ticket the hint shows admissible tries the one atomic
+    admission at once, and the database admits only if the ticket is still exactly as the hint says
+    (same `updated_at`); anything else (no hint, a stale one, a refusal) is decided from a fresh read. So
+    a gala's door rush costs one round trip per admission, and a stale hint costs a read, never a wrong
+    answer."""
 
     MAX_KEYS = 1024
+    MAX_HINTS = 200_000  # tickets held over all galas; a gala beyond it is scanned without hints
 
-    def __init__(self, keys: KeyRing, *, ttl: float = 60.0) -> None:
+    def __init__(self, keys: KeyRing, db: Database, store: ScanStore, *, ttl: float = 60.0) -> None:
         self._keys = keys
+        self._db = db
+        self._store = store
         self._ttl = ttl
         # Bounded: a forged code can name any gala id, and each derivation would otherwise stay here.
         self._public: OrderedDict[str, Ed25519PublicKey] = OrderedDict()
         self._galas: dict[str, tuple[float, GalaInfo]] = {}
+        # gala id -> (read again after, tickets by id), most recently used last
+        self._hints: OrderedDict[str, tuple[float, dict[str, TicketFacts]]] = OrderedDict()
+        self._loading: dict[str, asyncio.Task[None]] = {}
+
+    def ticket_hint(self, gala_id: str, ticket_id: str) -> TicketFacts | None:
+        """The ticket as last read with its gala's tickets, if at hand. The first call for a gala (and the
+        first after `ttl`) starts reading them in the background and returns None meanwhile."""
+        entry = self._hints.get(gala_id)
+        if entry is None or entry[0] <= time.monotonic():
+            self._load_hints(gala_id)
+        if entry is None:
+            return None
+        self._hints.move_to_end(gala_id)
+        return entry[1].get(ticket_id)
+
+    def note_admitted(self, gala_id: str, facts: TicketFacts) -> None:
+        """Our own admission, so that this process's next scan of the ticket goes straight to a read."""
+        entry = self._hints.get(gala_id)
+        if entry is not None and facts.id in entry[1]:
+            entry[1][facts.id] = facts
+
+    def _load_hints(self, gala_id: str) -> None:
+        if gala_id in self._loading:
+            return
+        task = asyncio.get_running_loop().create_task(self._read_hints(gala_id))
+        self._loading[gala_id] = task
+        task.add_done_callback(lambda _: self._loading.pop(gala_id, None))
+
+    async def _read_hints(self, gala_id: str) -> None:
+        until = time.monotonic() + self._ttl
+        try:
+            tickets = await self._store.gala_tickets(gala_id, limit=self.MAX_HINTS)
+        except Exception:  # a hint is optional: scans go on by reads; try again after `ttl`
+            log.warning("checkin.hints_failed", extra={"gala_id": gala_id}, exc_info=True)
+            tickets = None
+        self._hints.pop(gala_id, None)
+        self._hints[gala_id] = (until, {t.id: t for t in tickets or ()})
+        while sum(len(h) for _, h in self._hints.values()) > self.MAX_HINTS and len(self._hints) > 1:
+            self._hints.popitem(last=False)
+
+    async def close(self) -> None:
+        """Stop reading hints (the app is shutting down)."""
+        for task in list(self._loading.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     def public_key(self, gala_id: str) -> Ed25519PublicKey:
         key = self._public.get(gala_id)
@@ -124,20 +185,28 @@ class DoorCache:
     def public_key_b64(self, gala_id: str) -> str:
         return codes.public_key_b64(self._keys, gala_id)
 
-    async def gala(self, session: AsyncSession, gala_id: str) -> GalaInfo:
+    async def gala(self, gala_id: str) -> GalaInfo:
         """The gala (cached); GalaNotFound when there is none."""
+        info = await self.find(gala_id)
+        if info is None:
+            raise GalaNotFound(f"No gala {gala_id}.")
+        return info
+
+    async def find(self, gala_id: str) -> GalaInfo | None:
+        """The gala (cached, read in a short read-only transaction of its own), None when there is none."""
         cached = self._galas.get(gala_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        row = (
-            await session.execute(
-                select(col(Gala.id), col(Gala.title), col(Gala.starts_at), col(Gala.timezone)).where(
-                    col(Gala.id) == gala_id
+        async with self._db.read_sessions() as session:
+            row = (
+                await session.execute(
+                    select(col(Gala.id), col(Gala.title), col(Gala.starts_at), col(Gala.timezone)).where(
+                        col(Gala.id) == gala_id
+                    )
                 )
-            )
-        ).first()
+            ).first()
         if row is None:
-            raise GalaNotFound(f"No gala {gala_id}.")
+            return None
         info = GalaInfo(id=row.id, title=row.title, starts_at=row.starts_at, timezone=_zone(row.timezone))
         if len(self._galas) > 10_000:
             self._galas.clear()
@@ -182,38 +251,6 @@ def check_code(cache: DoorCache, code: str, gala_id: str) -> codes.CodePayload |
     return payload
 
 
-def _ticket_columns() -> tuple[Any, ...]:
-    type_name = (
-        select(col(TicketType.name))
-        .where(col(TicketType.id) == col(Ticket.ticket_type_id))
-        .correlate(Ticket)
-        .scalar_subquery()
-        .label("ticket_type_name")
-    )
-    section_name = (
-        select(col(Section.name))
-        .where(col(Section.id) == col(Ticket.section_id))
-        .correlate(Ticket)
-        .scalar_subquery()
-        .label("section_name")
-    )
-    return (
-        col(Ticket.id),
-        col(Ticket.order_id),
-        col(Ticket.ticket_type_id),
-        col(Ticket.section_id),
-        col(Ticket.seat_label),
-        col(Ticket.table),
-        col(Ticket.attendee_name),
-        col(Ticket.status),
-        col(Ticket.version),
-        col(Ticket.checked_in_at),
-        col(Ticket.checked_in_gate),
-        type_name,
-        section_name,
-    )
-
-
 def _admit_statement(*, earlier_than_recorded: bool) -> Any:
     checked_in = col(Ticket.checked_in_at)
     return (
@@ -225,7 +262,7 @@ def _admit_statement(*, earlier_than_recorded: bool) -> Any:
             checked_in > bindparam("p_at") if earlier_than_recorded else checked_in.is_(None),
         )
         .values(checked_in_at=bindparam("p_at"), checked_in_gate=bindparam("p_gate"), updated_at=bindparam("p_now"))
-        .returning(*_ticket_columns())
+        .returning(*TICKET_COLUMNS)
     )
 
 
@@ -255,10 +292,14 @@ async def _admit(
 
 
 async def _read_ticket(session: AsyncSession, ticket_id: str) -> Row[Any] | None:
-    return (await session.execute(select(*_ticket_columns()).where(col(Ticket.id) == ticket_id))).first()
+    return (await session.execute(select(*TICKET_COLUMNS).where(col(Ticket.id) == ticket_id))).first()
 
 
-def _classify(row: Row[Any] | None, payload: codes.CodePayload) -> tuple[ScanResult, str] | None:
+# A ticket as read for a scan: `TicketFacts` (online) or a row of `TICKET_COLUMNS` (offline, undo).
+TicketRow = TicketFacts | Row[Any]
+
+
+def _classify(row: TicketRow | None, payload: codes.CodePayload) -> tuple[ScanResult, str] | None:
     """Why a code did not admit, from the ticket as it is; None when it is admissible after all (it was
     released between our UPDATE and this read: try again)."""
     if row is None or payload.version > row.version:
@@ -272,7 +313,7 @@ def _classify(row: Row[Any] | None, payload: codes.CodePayload) -> tuple[ScanRes
     return None
 
 
-def _ticket(row: Row[Any]) -> ScanTicket:
+def _ticket(row: TicketRow) -> ScanTicket:
     return ScanTicket(
         id=row.id,
         attendee_name=row.attendee_name,
@@ -303,7 +344,7 @@ def _local(moment: datetime, gala: GalaInfo, now: datetime) -> str:
 
 
 def _message(
-    result: ScanResult, reason: str | None, ticket: ScanTicket, row: Row[Any], gala: GalaInfo, now: datetime
+    result: ScanResult, reason: str | None, ticket: ScanTicket, row: TicketRow, gala: GalaInfo, now: datetime
 ) -> str:
     name = ticket.attendee_name or "guest"
     who = f"{name}, {ticket.ticket_type_name or 'ticket'}, {_place(ticket)}"
@@ -311,7 +352,9 @@ def _message(
         return f"Admit {who}."
     if result == ScanResult.already_checked_in:
         gate = f" at gate {row.checked_in_gate}" if row.checked_in_gate else ""
-        return f"Already checked in at {_local(row.checked_in_at, gala, now)}{gate}: {who}."
+        first = row.checked_in_at
+        assert first is not None
+        return f"Already checked in at {_local(first, gala, now)}{gate}: {who}."
     if reason == "superseded":
         return f"Old code: this ticket was transferred and reissued (now version {ticket.version}). Do not admit."
     return f"Void ticket (cancelled or refunded): {name}. Do not admit."
@@ -322,7 +365,7 @@ class Decision:
     result: ScanResult
     reason: str | None
     message: str
-    ticket_row: Row[Any] | None = None
+    ticket_row: TicketRow | None = None
     ticket_id: str | None = None
     version: int | None = None
     admitted: bool = False
@@ -344,7 +387,7 @@ async def _decide(
     if isinstance(checked, Verdict):
         message = checked.message
         if checked.other_gala_id is not None:
-            message = await _other_gala_message(session, checked.other_gala_id, gala)
+            message = await _other_gala_message(cache, checked.other_gala_id, gala)
         return Decision(checked.result, checked.reason, message)
     payload = checked
     for _ in range(3):
@@ -376,28 +419,16 @@ async def _decide(
         verdict = _classify(row, payload)
         if verdict is None:
             continue  # undone between the UPDATE and the read: the next UPDATE will admit
-        result, reason = verdict
-        if row is None or result == ScanResult.invalid:
-            return Decision(result, reason, "Unknown ticket. Do not admit.", ticket_id=payload.ticket_id)
-        return Decision(
-            result,
-            reason,
-            _message(result, reason, _ticket(row), row, gala, now),
-            ticket_row=row,
-            ticket_id=payload.ticket_id,
-            version=payload.version,
-        )
+        return _refusal(verdict, row, payload, gala, now)
     raise Busy("The ticket is changing; scan again.")
 
 
-async def _other_gala_message(session: AsyncSession, other_gala_id: str, gala: GalaInfo) -> str:
-    row = (
-        await session.execute(select(col(Gala.title), col(Gala.starts_at)).where(col(Gala.id) == other_gala_id))
-    ).first()
-    if row is None:
+async def _other_gala_message(cache: DoorCache, other_gala_id: str, gala: GalaInfo) -> str:
+    other = await cache.find(other_gala_id)
+    if other is None:
         return "This ticket is for another event. Do not admit."
-    day = row.starts_at.astimezone(gala.timezone).strftime("%b %d")
-    return f"This ticket is for another event: {row.title} ({day}). Do not admit."
+    day = other.starts_at.astimezone(gala.timezone).strftime("%b %d")
+    return f"This ticket is for another event: {other.title} ({day}). Do not admit."
 
 
 def _answer(decision: Decision, *, scan_id: str, gala_id: str, scanned_at: datetime) -> ScanRead:
@@ -439,15 +470,6 @@ async def _store(session: AsyncSession, scan: Scan) -> bool:
     return (await conn.execute(_STORE[conn.dialect.name], scan.model_dump())).first() is not None
 
 
-async def _stored_answer(session: AsyncSession, gala_id: str, scan_id: str) -> ScanRead:
-    response = (
-        await session.execute(
-            select(col(Scan.response)).where(col(Scan.gala_id) == gala_id, col(Scan.scan_id) == scan_id)
-        )
-    ).scalar_one()
-    return ScanRead.model_validate(response)
-
-
 def _scan_row(
     decision: Decision,
     answer: ScanRead,
@@ -479,33 +501,38 @@ def _scan_row(
     )
 
 
+def _checked_in_data(row: Any, *, gala_id: str, scan_id: str, device_id: str | None, offline: bool) -> dict[str, Any]:
+    """The `ticket.checked_in` event's data, from the admitted ticket (as checked in)."""
+    return {
+        "ticket_id": row.id,
+        "order_id": row.order_id,
+        "gala_id": gala_id,
+        "ticket_type_id": row.ticket_type_id,
+        "attendee_name": row.attendee_name,
+        "checked_in_at": row.checked_in_at.isoformat(),
+        "gate": row.checked_in_gate,
+        "device_id": device_id,
+        "scan_id": scan_id,
+        "offline": offline,
+    }
+
+
 async def _emit_checked_in(
     session: AsyncSession, decision: Decision, *, gala_id: str, scan: Scan, now: datetime
 ) -> None:
-    row = decision.ticket_row
-    assert row is not None
-    await outbox.emit(
-        session,
-        "ticket.checked_in",
+    assert decision.ticket_row is not None
+    data = _checked_in_data(
+        decision.ticket_row,
         gala_id=gala_id,
-        data={
-            "ticket_id": row.id,
-            "order_id": row.order_id,
-            "gala_id": gala_id,
-            "ticket_type_id": row.ticket_type_id,
-            "attendee_name": row.attendee_name,
-            "checked_in_at": row.checked_in_at.isoformat(),
-            "gate": row.checked_in_gate,
-            "device_id": scan.device_id,
-            "scan_id": scan.scan_id,
-            "offline": scan.source == ScanSource.offline,
-        },
-        now=now,
+        scan_id=scan.scan_id,
+        device_id=scan.device_id,
+        offline=scan.source == ScanSource.offline,
     )
+    await outbox.emit(session, "ticket.checked_in", gala_id=gala_id, data=data, now=now)
 
 
 async def record_scan(
-    session: AsyncSession,
+    store: ScanStore,
     cache: DoorCache,
     *,
     gala: GalaInfo,
@@ -515,35 +542,106 @@ async def record_scan(
     device_id: str | None,
     key_id: str,
     now: datetime,
-) -> ScanRead:
-    """Decide one scan at the door, log it, and answer; a repeated `scan_id` gets its first answer."""
+) -> str:
+    """Decide one scan at the door, log it, and answer (the `ScanRead` document as JSON text, exactly as
+    logged); a repeated `scan_id` gets its first answer. See `checkin.store` for the round trips."""
     scan_id = scan_id or new_id("scn")
-    decision = await _decide(session, cache, gala, code, at=now, gate=gate, now=now, offline=False)
-    answer = _answer(decision, scan_id=scan_id, gala_id=gala.id, scanned_at=now)
-    scan = _scan_row(
-        decision,
-        answer,
-        gala_id=gala.id,
-        scan_id=scan_id,
-        gate=gate,
-        device_id=device_id,
-        key_id=key_id,
-        source=ScanSource.online,
-        scanned_at=now,
-        now=now,
+
+    def entry(decision: Decision) -> ScanEntry:
+        answer = _answer(decision, scan_id=scan_id, gala_id=gala.id, scanned_at=now)
+        return ScanEntry(
+            gala_id=gala.id,
+            scan_id=scan_id,
+            ticket_id=decision.ticket_id,
+            ticket_version=decision.version,
+            result=decision.result,
+            reason=decision.reason,
+            counted=decision.admitted,
+            gate=gate,
+            device_id=device_id,
+            key_id=key_id,
+            at=now,
+            response=answer.model_dump_json(),
+        )
+
+    checked = check_code(cache, code, gala.id)
+    if isinstance(checked, Verdict):
+        message = checked.message
+        if checked.other_gala_id is not None:
+            message = await _other_gala_message(cache, checked.other_gala_id, gala)
+        return await _refuse(store, entry(Decision(checked.result, checked.reason, message)), gala.id, scan_id)
+    payload = checked
+    ticket = cache.ticket_hint(gala.id, payload.ticket_id)
+    for _ in range(3):
+        if ticket is None or _classify(ticket, payload) is not None:
+            # No hint, or a hint that would refuse: a refusal is only ever decided from a fresh read.
+            seen = await store.look(gala_id=gala.id, scan_id=scan_id, ticket_id=payload.ticket_id)
+            if seen.stored is not None:
+                return seen.stored  # a repeated scan_id: the first answer, never a second verdict
+            ticket = seen.ticket
+            verdict = _classify(ticket, payload)
+            if verdict is not None:
+                return await _refuse(store, entry(_refusal(verdict, ticket, payload, gala, now)), gala.id, scan_id)
+        assert ticket is not None
+        # The ticket as the admission leaves it; the answer and the event describe it so.
+        row = replace(ticket, checked_in_at=now, checked_in_gate=gate, updated_at=now)
+        decision = Decision(
+            ScanResult.admitted,
+            None,
+            _message(ScanResult.admitted, None, _ticket(row), row, gala, now),
+            ticket_row=row,
+            ticket_id=payload.ticket_id,
+            version=payload.version,
+            admitted=True,
+        )
+        admission = entry(decision)
+        event = CheckedInEvent(
+            id=new_id("evt"),
+            gala_id=gala.id,
+            data=json.dumps(
+                _checked_in_data(row, gala_id=gala.id, scan_id=scan_id, device_id=device_id, offline=False)
+            ),
+        )
+        if await store.admit(admission, seen=ticket, event=event):
+            cache.note_admitted(gala.id, row)
+            _log_scan(gala.id, scan_id, decision.result, gate)
+            return admission.response
+        # The ticket is not as read (another scan admitted it, it was changed), or this scan_id is logged
+        # already (the same scan, retried): read again.
+        ticket = None
+    raise Busy("The ticket is changing; scan again.")
+
+
+async def _refuse(store: ScanStore, refusal: ScanEntry, gala_id: str, scan_id: str) -> str:
+    """Log a refusal and answer it; if the scan_id is logged already (the same scan, sent twice at once),
+    answer from the log."""
+    if await store.log(refusal):
+        _log_scan(gala_id, scan_id, refusal.result, refusal.gate)
+        return refusal.response
+    seen = await store.look(gala_id=gala_id, scan_id=scan_id, ticket_id=None)
+    if seen.stored is None:  # logged and gone: cannot happen (the log is never deleted from)
+        raise Busy("The scan is being recorded; scan again.")
+    return seen.stored
+
+
+def _refusal(
+    verdict: tuple[ScanResult, str], row: Any, payload: codes.CodePayload, gala: GalaInfo, now: datetime
+) -> Decision:
+    result, reason = verdict
+    if row is None or result == ScanResult.invalid:
+        return Decision(result, reason, "Unknown ticket. Do not admit.", ticket_id=payload.ticket_id)
+    return Decision(
+        result,
+        reason,
+        _message(result, reason, _ticket(row), row, gala, now),
+        ticket_row=row,
+        ticket_id=payload.ticket_id,
+        version=payload.version,
     )
-    if not await _store(session, scan):
-        # A repeated scan_id: undo whatever this attempt did (it may have admitted a ticket whose first
-        # admission was undone since) and answer as the first time.
-        await session.rollback()
-        return await _stored_answer(session, gala.id, scan_id)
-    if decision.admitted:
-        await _emit_checked_in(session, decision, gala_id=gala.id, scan=scan, now=now)
-    log.info(
-        "checkin.scan",
-        extra={"gala_id": gala.id, "scan_id": scan_id, "result": decision.result.value, "gate": gate},
-    )
-    return answer
+
+
+def _log_scan(gala_id: str, scan_id: str, result: ScanResult, gate: str | None) -> None:
+    log.info("checkin.scan", extra={"gala_id": gala_id, "scan_id": scan_id, "result": result.value, "gate": gate})
 
 
 async def record_batch(
@@ -662,7 +760,7 @@ async def undo_scan(
             update(Ticket)
             .where(col(Ticket.id) == found.ticket_id)
             .values(checked_in_at=None, checked_in_gate=None, updated_at=now)
-            .returning(*_ticket_columns())
+            .returning(*TICKET_COLUMNS)
             .execution_options(synchronize_session=False)
         )
     ).first()

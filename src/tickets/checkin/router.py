@@ -72,7 +72,7 @@ async def limit_scans(request: Request, principal: Principal, device_id: str | N
     response_model=ScanRead,
     responses=problem_responses(*AUTH_PROBLEMS, GalaNotFound, RateLimited, Busy),
 )
-async def scan(request: Request, body: ScanCreate, principal: DoorKey, cache: DoorCacheDep) -> Response:
+async def scan(request: Request, body: ScanCreate, principal: DoorKey) -> Response:
     """Check a ticket's code in at a gala and say what to do: `200` for every decided scan, whatever the
     `result` (`admitted`, `already_checked_in`, `invalid`, `wrong_gala`, `void`). Of any number of
     concurrent scans of one ticket, exactly one is `admitted`; the others say when and at which gate it
@@ -86,6 +86,7 @@ async def scan(request: Request, body: ScanCreate, principal: DoorKey, cache: Do
     four times that."""
     principal.require_gala(body.gala_id)
     await limit_scans(request, principal, body.device_id)
+    cache: DoorCache = request.app.state.door_cache  # (not a dependency: each one costs on every scan)
     gala = await cache.gala(body.gala_id)
     # The hot path: no request-wide transaction (the store writes once, atomically), and the answer is
     # sent as the very JSON text that the scan log keeps (a retried scan_id gets the same bytes back).

@@ -472,7 +472,7 @@ async def place_order(
     if plan.gala.sold_out_at is None:
         await _note_if_sold_out(session, plan.gala, now=now)
     if paid_at_once:
-        await _issue(session, order, items, now=now)
+        await _issue(session, order, items, now=now, gala_title=plan.gala.title)
     return order, items
 
 
@@ -524,11 +524,13 @@ async def mark_paid(session: AsyncSession, order: Order, items: Sequence[OrderIt
     await _issue(session, order, items, now=now)
 
 
-async def _issue(session: AsyncSession, order: Order, items: Sequence[OrderItem], *, now: datetime) -> None:
+async def _issue(
+    session: AsyncSession, order: Order, items: Sequence[OrderItem], *, now: datetime, gala_title: str | None = None
+) -> None:
     """Issue a paid order's tickets, queue its emails and tell integrators, in the caller's transaction."""
     tickets = await ticket_service.issue_tickets(session, order, items, now=now)
     # The buyer's and guests' emails: queued here, so they exist if and only if the payment commits.
-    await mail_outbox.queue_paid_order(session, order, tickets, now=now)
+    await mail_outbox.queue_paid_order(session, order, tickets, now=now, gala_title=gala_title)
     await outbox.emit(session, "order.paid", gala_id=order.gala_id, data=order_event_data(order, len(items)), now=now)
     await session.flush()
 

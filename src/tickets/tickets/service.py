@@ -54,8 +54,13 @@ async def issue_tickets(
         for item in items
     ]
     if rows:
-        await session.execute(insert(Ticket), rows)
+        # Core, one executemany of uniform rows (the ORM's bulk INSERT splits rows by which values are
+        # None: a seat ticket and a general-admission one were two statements).
+        await (await session.connection()).execute(_INSERT_TICKETS, rows)
     return [Ticket(**row) for row in rows]
+
+
+_INSERT_TICKETS = insert(Ticket)
 
 
 def ticket_code(keys: KeyRing, ticket: Ticket) -> str:

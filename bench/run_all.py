@@ -66,6 +66,7 @@ def main() -> None:
         for priced in (False, True) if not args.no_priced else (False,):
             label = "rush (priced, Stripe stand-in)" if priced else "rush (free)"
             print(f"\n{label}: 2000 buyers, 64 connections, {args.workers} workers, Idempotency-Key on")
+            rush.warm_up(api, server, dbname, db_url, price=2500 if priced else 0, extra_pids=extra_pids or None)
             rounds = []
             for i in range(args.rounds):
                 harness.wait_quiet(args.wait_quiet)
@@ -86,6 +87,7 @@ def main() -> None:
             results[label] = rounds
 
         print(f"\ndoor rush: 1000 tickets + 10 % repeats + 5 % forged, 16 scanners, {args.workers} workers")
+        door.warm_up(api, server, dbname, db_url, connections=16)
         rounds = []
         for i in range(args.rounds):
             harness.wait_quiet(args.wait_quiet)

@@ -297,7 +297,8 @@ class SqliteScanStore:
             if ticket_id is not None:
                 row = (await conn.execute(_LOOK_TICKET, {"ticket_id": ticket_id})).first()
         return Look(
-            stored=json.dumps(stored) if stored is not None else None,
+            # compact, as pydantic wrote it: a replay is the same bytes as the first answer
+            stored=json.dumps(stored, separators=(",", ":"), ensure_ascii=False) if stored is not None else None,
             ticket=TicketFacts(*row) if row is not None else None,
         )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import secrets
 import tempfile
 import time
@@ -24,6 +25,12 @@ from typing import Any
 import door
 import harness
 import psycopg
+
+from tickets.checkin import store
+
+
+def _named(sql: str) -> str:
+    return re.sub(r"\$(\d+)", r"%(s\1)s", sql)
 
 
 def reserved_gala(api: harness.Api, seats: int, title: str) -> dict[str, Any]:
@@ -190,14 +197,10 @@ EXPLAINS = {
         "SELECT api_key.id, api_key.role, api_key.gala_ids, api_key.revoked_at, api_key.expires_at FROM api_key "
         "WHERE api_key.key_hash = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'"
     ),
-    "scan: admit (conditional UPDATE of one ticket)": (
-        "UPDATE ticket SET checked_in_at = now(), checked_in_gate = 'North', updated_at = now() WHERE ticket.id = "
-        "%(ticket)s AND ticket.status = 'valid' AND ticket.version = 1 AND ticket.checked_in_at IS NULL "
-        "RETURNING ticket.id"
-    ),
-    "scan: repeated scan_id lookup": (
-        "SELECT scan.response FROM scan WHERE scan.gala_id = %(scan_gala)s AND scan.scan_id = 'no-such-scan'"
-    ),
+    # The scan's own statements, as the service runs them ($n parameters named s1, s2, ... here).
+    "scan: admit (lock, log, check in, queue the event: one statement)": _named(store._PG_ADMIT),
+    "scan: read the ticket and any answer to the scan_id": _named(store._PG_LOOK),
+    "scan: a gala's tickets, read once per worker and minute as admission hints": _named(store._PG_GALA_TICKETS),
 }
 
 
@@ -207,9 +210,10 @@ def explain(db_url: str, fixtures: dict[str, Any]) -> str:
             "SELECT gala_id FROM seat GROUP BY gala_id ORDER BY count(*) DESC, gala_id LIMIT 1"
         ).fetchone()[0]  # type: ignore[index]
         # Any ticket of the large database that is not checked in yet (the door gala's were all scanned).
-        ticket = conn.execute(
-            "SELECT id FROM ticket WHERE checked_in_at IS NULL AND status = 'valid' ORDER BY id LIMIT 1"
-        ).fetchone()[0]  # type: ignore[index]
+        ticket, ticket_gala, version, updated_at = conn.execute(
+            "SELECT id, gala_id, version, updated_at FROM ticket WHERE checked_in_at IS NULL AND status = 'valid' "
+            "ORDER BY id LIMIT 1"
+        ).fetchone()  # type: ignore[misc]
         counts = conn.execute(
             "SELECT (SELECT count(*) FROM seat), (SELECT count(*) FROM ticket), (SELECT count(*) FROM gala), "
             '(SELECT count(*) FROM "order"), (SELECT count(*) FROM scan)'
@@ -226,10 +230,27 @@ def explain(db_url: str, fixtures: dict[str, Any]) -> str:
             "sale_section": fixtures["sale"]["section"],
             "ticket": ticket,
             "scan_gala": fixtures["scan"]["gala"],
+            # the scan statements: admission of that ticket, the look-up, the door gala's hints
+            "s1": ticket_gala,
+            "s2": "explain-scan",
+            "s3": ticket,
+            "s4": version,
+            "s5": updated_at,
+            "s6": "North",
+            "s7": None,
+            "s8": "key_explain",
+            "s9": updated_at,
+            "s10": "{}",
+            "s11": "evt_explain",
+            "s12": "{}",
         }
+        look = {**params, "s1": fixtures["scan"]["gala"], "s2": "no-such-scan"}
+        hints = {**params, "s1": fixtures["scan"]["gala"], "s2": 200_000}
         out = [f"rows: seat {counts[0]}, ticket {counts[1]}, gala {counts[2]}, order {counts[3]}, scan {counts[4]}"]  # type: ignore[index]
         for title, sql in EXPLAINS.items():
-            plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params).fetchall()
+            args = look if sql == EXPLAINS["scan: read the ticket and any answer to the scan_id"] else params
+            args = hints if sql == _named(store._PG_GALA_TICKETS) else args
+            plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, args).fetchall()
             conn.rollback()  # the writes are only explained
             out.append(f"\n-- {title}\n" + "\n".join(r[0] for r in plan))
     return "\n".join(out)

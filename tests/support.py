@@ -75,7 +75,7 @@ def scratch_database(server_url: str | None, tmp_dir: Path) -> Iterator[str]:
         return
     base, _, _ = server_url.rpartition("/")
     name = f"tickets_test_{secrets.token_hex(5)}"
-    admin = _psycopg_url(f"{base}/postgres")
+    admin = psycopg_url(f"{base}/postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -85,7 +85,7 @@ def scratch_database(server_url: str | None, tmp_dir: Path) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _psycopg_url(url: str) -> str:
+def psycopg_url(url: str) -> str:
     for prefix in ("postgresql+asyncpg://", "postgresql+psycopg://"):
         if url.startswith(prefix):
             return "postgresql://" + url.removeprefix(prefix)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
@@ -18,13 +20,16 @@ from sqlmodel import col
 
 from tests.conftest import make_settings
 from tests.factories import add_general, add_reserved, add_ticket_type, create_gala, order_body, publish, seat_ids
-from tests.support import app_client
+from tests.support import app_client, asgi_client, psycopg_url, running_app, scratch_database
+from tickets.auth import service as auth_service
+from tickets.auth.models import Role
 from tickets.checkin import service as checkin_service
 from tickets.checkin.models import Scan
 from tickets.clock import utc_now
 from tickets.config import Settings
 from tickets.db import Database
 from tickets.keys import KeyRing
+from tickets.migrate import upgrade_to_head
 from tickets.tickets import codes
 from tickets.webhooks.models import OutboxEvent
 
@@ -688,3 +693,36 @@ async def test_stale_ticket_hints_never_decide(
         events = (await s.execute(select(OutboxEvent).where(col(OutboxEvent.gala_id) == gala_id))).scalars().all()
     names = sorted(e.data["attendee_name"] for e in events if e.type == "ticket.checked_in")
     assert names == ["Guest A1", "Guest A1", "Guest A5", "New Owner", "Renamed Guest"]
+
+
+async def test_a_scan_survives_a_dropped_database_connection(tmp_path: Any) -> None:
+    """The scan runs its statement on a pooled asyncpg connection itself: a connection the server dropped
+    (a restart, a proxy's idle timeout) is discarded and the scan goes through on a fresh one. (PostgreSQL
+    in both runs of the suite: the path is PostgreSQL's own.)"""
+    server = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    with scratch_database(server, tmp_path) as url:
+        upgrade_to_head(url)
+        async with running_app(make_settings(url, tmp_path, db_pool_size=2)) as app, asgi_client(app) as client:
+            async with app.state.db.sessions() as session:
+                _, plain = await auth_service.create_api_key(session, name="root", role=Role.admin)
+                await session.commit()
+            admin = {"Authorization": f"Bearer {plain}"}
+            g = await door_gala(client, admin)
+            gala_id = g["gala"]["id"]
+            a1, a2, a3 = sorted((await buy(client, g, "A1", "A2", "A3"))["tickets"], key=lambda t: t["seat_label"])
+            assert (await scan_ok(client, admin, gala_id, a1["code"]))["result"] == "admitted"
+
+            with psycopg.connect(psycopg_url(url), autocommit=True) as conn:
+                dropped = conn.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchone()
+            assert dropped is not None and dropped[0] >= 1
+
+            for ticket in (a2, a3):
+                assert (await scan_ok(client, admin, gala_id, ticket["code"]))["result"] == "admitted"
+            again = await scan_ok(client, admin, gala_id, a1["code"])
+            assert again["result"] == "already_checked_in"
+            async with app.state.db.read_sessions() as s:
+                counted = (await s.execute(select(Scan).where(col(Scan.gala_id) == gala_id, col(Scan.counted)))).all()
+            assert len(counted) == 3

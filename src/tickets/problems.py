@@ -227,7 +227,7 @@ async def _http_handler(request: Request, exc: Exception) -> Response:
 
 # SQLSTATEs that mean "somebody else holds it, try again": lock_not_available, deadlock_detected,
 # serialization_failure, query_canceled (a statement/lock timeout).
-_RETRYABLE_SQLSTATES = {"55P03", "40P01", "40001", "57014"}
+RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001", "57014"})
 
 
 def is_contention(exc: BaseException) -> bool:
@@ -236,7 +236,7 @@ def is_contention(exc: BaseException) -> bool:
         return False
     orig = exc.orig
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if sqlstate in _RETRYABLE_SQLSTATES:
+    if sqlstate in RETRYABLE_SQLSTATES:
         return True
     text = str(orig).lower()
     return "database is locked" in text or "database table is locked" in text or "busy" in text

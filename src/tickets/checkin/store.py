@@ -29,14 +29,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import asyncpg
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import QueuePool
 from sqlmodel import col
 
 from tickets.checkin.models import Scan, ScanResult, ScanSource
 from tickets.db import READ_ONLY, Database
-from tickets.problems import Busy
+from tickets.problems import RETRYABLE_SQLSTATES, Busy
 from tickets.seating.models import Section
 from tickets.ticket_types.models import TicketType
 from tickets.tickets.models import Ticket, TicketStatus
@@ -165,25 +167,33 @@ ON CONFLICT (gala_id, scan_id) DO NOTHING
 RETURNING scan_id
 """
 
-# SQLSTATEs: a lock or statement timeout, a deadlock, a serialization failure (see problems.is_contention).
-_PG_BUSY = {"55P03", "40P01", "40001", "57014"}
-_PG_UNIQUE = "23505"
-
 
 class PostgresScanStore:
     def __init__(self, db: Database) -> None:
         self._engine = db.engine
 
-    async def _run(self, sql: str, *args: Any) -> Any:
-        async with self._engine.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert driver is not None
-            try:
-                return await driver.fetchrow(sql, *args)
-            except Exception as exc:
-                if getattr(exc, "sqlstate", None) in _PG_BUSY:
-                    raise Busy("The ticket is changing; scan again.") from exc
-                raise
+    async def _run(self, sql: str, *args: Any, many: bool = False) -> Any:
+        """One statement on a pooled connection, in autocommit (no transaction is open on it). A pooled
+        connection found dead (the server restarted, a proxy dropped it) is discarded and the statement
+        sent again on the next one, until a fresh connection is reached: every statement here may run twice
+        (a scan that was logged before its connection died finds its log row and is answered from it)."""
+        attempts = self._engine.pool.size() + 1 if isinstance(self._engine.pool, QueuePool) else 2
+        for attempt in range(1, attempts + 1):
+            async with self._engine.connect() as conn:
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert driver is not None
+                try:
+                    return await (driver.fetch(sql, *args) if many else driver.fetchrow(sql, *args))
+                except (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.InterfaceError, OSError):
+                    # SQLAlchemy would invalidate it had it run the statement; here it is told so.
+                    await conn.invalidate()
+                    if attempt == attempts:
+                        raise
+                except asyncpg.exceptions.PostgresError as exc:
+                    if exc.sqlstate in RETRYABLE_SQLSTATES:
+                        raise Busy("The ticket is changing; scan again.") from exc
+                    raise
+        raise AssertionError("unreachable")
 
     async def look(self, *, gala_id: str, scan_id: str, ticket_id: str | None) -> Look:
         row = await self._run(_PG_LOOK, gala_id, scan_id, ticket_id)
@@ -207,10 +217,8 @@ class PostgresScanStore:
                 event.id,
                 event.data,
             )
-        except Exception as exc:
-            if getattr(exc, "sqlstate", None) == _PG_UNIQUE:
-                return False  # a counted admission of this ticket appeared meanwhile: read again
-            raise
+        except asyncpg.exceptions.UniqueViolationError:
+            return False  # a counted admission of this ticket appeared meanwhile: read again
         return bool(row[0])
 
     async def log(self, entry: ScanEntry) -> bool:
@@ -231,10 +239,7 @@ class PostgresScanStore:
         return row is not None
 
     async def gala_tickets(self, gala_id: str, *, limit: int) -> list[TicketFacts]:
-        async with self._engine.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert driver is not None
-            return [TicketFacts(*row) for row in await driver.fetch(_PG_GALA_TICKETS, gala_id, limit)]
+        return [TicketFacts(*row) for row in await self._run(_PG_GALA_TICKETS, gala_id, limit, many=True)]
 
 
 # --- SQLite (and any other engine): the same steps through SQLAlchemy ---------------------------------

@@ -1,20 +1,22 @@
 """Check-in at the door: the scan (the hot path), undo, offline uploads, stats and the offline bundle.
 
-A scan is decided by the database, never by a read followed by a write: one conditional
-`UPDATE ticket … WHERE id = … AND status = 'valid' AND version = … AND checked_in_at IS NULL RETURNING …`
-admits the ticket, so of any number of concurrent scans exactly one gets the row back (on PostgreSQL
-the others wait on its row lock, then find `checked_in_at` set; on SQLite writers take turns under
-`BEGIN IMMEDIATE`). A partial unique index on the scan log (one `counted` admission per ticket) states
-the same rule a second time.
+A scan is admitted by the database, never by a read followed by a blind write: the admission is a
+conditional write that succeeds only if the ticket is valid, of the scanned version, not checked in, and
+unchanged since it was read, so of any number of concurrent scans exactly one admits (on PostgreSQL the
+others wait on its row lock, then find `checked_in_at` set; on SQLite writers take turns under `BEGIN
+IMMEDIATE`). A partial unique index on the scan log (one `counted` admission per ticket) states the
+same rule a second time.
 
-Round trips for one online scan, besides BEGIN and COMMIT (and the API-key lookup, which auth caches per process):
-  admitted             UPDATE … RETURNING, INSERT scan, INSERT outbox event
-  any other verdict    UPDATE … RETURNING (no row), SELECT the ticket, INSERT scan
-  malformed or forged  INSERT scan
-  wrong gala           SELECT the other gala's title (for the message), INSERT scan
-  repeated scan_id     the above, then ROLLBACK and SELECT the stored answer (the INSERT found the id)
-The first scan of a gala in a process also reads the gala (then cached); Ed25519 public keys are
-derived once per gala and process.
+Round trips for one online scan (`record_scan`, statements in `checkin.store`; the API key and the gala
+are cached per process, Ed25519 public keys derived once per gala and process):
+  admitted             1: the admission (lock, log, check in, queue `ticket.checked_in`) when the
+                       process's hint of the gala's tickets shows the ticket admissible; otherwise a read
+                       of the ticket first (2)
+  any other verdict    2: a read of the ticket (and of any answer to the scan_id), the log INSERT
+  malformed or forged  1: the log INSERT
+  wrong gala           1: the log INSERT (the other gala's title comes from the cache)
+  repeated scan_id     the first answer, from the log (a read; or the admission finds its log row)
+Offline uploads (`record_batch`) are decided in the upload's own transaction, one scan after another.
 
 Write order is always ticket, then scan (undo locks the ticket first too), so that check-in writes never
 wait on each other in opposite orders.
@@ -372,7 +374,7 @@ class Decision:
     replaced: bool = False
 
 
-async def _decide(
+async def _decide_offline(
     session: AsyncSession,
     cache: DoorCache,
     gala: GalaInfo,
@@ -381,8 +383,8 @@ async def _decide(
     at: datetime,
     gate: str | None,
     now: datetime,
-    offline: bool,
 ) -> Decision:
+    """An uploaded offline scan, decided in the upload's transaction (online scans: `record_scan`)."""
     checked = check_code(cache, code, gala.id)
     if isinstance(checked, Verdict):
         message = checked.message
@@ -393,7 +395,7 @@ async def _decide(
     for _ in range(3):
         row = await _admit(session, payload, at=at, gate=gate, now=now)
         replaced = False
-        if row is None and offline:
+        if row is None:
             # An offline admission earlier than the recorded one takes its place: the earliest stands.
             row = await _admit(session, payload, at=at, gate=gate, now=now, earlier_than_recorded=True)
             replaced = row is not None
@@ -666,7 +668,7 @@ async def record_batch(
         if item.scan_id in known or item.scan_id in results:
             continue
         at = min(item.scanned_at, now)
-        decision = await _decide(session, cache, gala, item.code, at=at, gate=item.gate, now=now, offline=True)
+        decision = await _decide_offline(session, cache, gala, item.code, at=at, gate=item.gate, now=now)
         answer = _answer(decision, scan_id=item.scan_id, gala_id=gala.id, scanned_at=at)
         scan = _scan_row(
             decision,

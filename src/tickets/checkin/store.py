@@ -168,6 +168,14 @@ RETURNING scan_id
 """
 
 
+def _connection_lost(exc: Exception) -> bool:
+    """The connection, not the statement, failed: closed, dropped, the server shutting the session down
+    (SQLSTATE classes 08 and 57P), or the driver left mid-operation by such a failure."""
+    if isinstance(exc, asyncpg.exceptions.PostgresError):
+        return isinstance(exc, asyncpg.exceptions.PostgresConnectionError) or str(exc.sqlstate).startswith("57P")
+    return isinstance(exc, asyncpg.exceptions.InterfaceError | asyncpg.exceptions.InternalClientError | OSError)
+
+
 class PostgresScanStore:
     def __init__(self, db: Database) -> None:
         self._engine = db.engine
@@ -184,15 +192,15 @@ class PostgresScanStore:
                 assert driver is not None
                 try:
                     return await (driver.fetch(sql, *args) if many else driver.fetchrow(sql, *args))
-                except (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.InterfaceError, OSError):
+                except Exception as exc:
+                    if not _connection_lost(exc):
+                        if getattr(exc, "sqlstate", None) in RETRYABLE_SQLSTATES:
+                            raise Busy("The ticket is changing; scan again.") from exc
+                        raise
                     # SQLAlchemy would invalidate it had it run the statement; here it is told so.
                     await conn.invalidate()
                     if attempt == attempts:
                         raise
-                except asyncpg.exceptions.PostgresError as exc:
-                    if exc.sqlstate in RETRYABLE_SQLSTATES:
-                        raise Busy("The ticket is changing; scan again.") from exc
-                    raise
         raise AssertionError("unreachable")
 
     async def look(self, *, gala_id: str, scan_id: str, ticket_id: str | None) -> Look:

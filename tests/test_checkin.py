@@ -81,6 +81,15 @@ async def logged(db: Database, gala_id: str) -> dict[str, Scan]:
         return {r.scan_id: r for r in (await s.execute(select(Scan).where(col(Scan.gala_id) == gala_id))).scalars()}
 
 
+async def checked_in_events(db: Database, gala_id: str) -> list[dict[str, Any]]:
+    """The data of the gala's `ticket.checked_in` events in the outbox."""
+    async with db.read_sessions() as s:
+        events = await s.execute(
+            select(OutboxEvent).where(col(OutboxEvent.gala_id) == gala_id, col(OutboxEvent.type) == "ticket.checked_in")
+        )
+        return [e.data for e in events.scalars()]
+
+
 async def limited_door_key(client: httpx.AsyncClient, admin: dict[str, str], gala_id: str) -> dict[str, str]:
     r = await client.post(
         "/v1/api-keys", json={"name": "volunteer", "role": "door", "gala_ids": [gala_id]}, headers=admin
@@ -134,15 +143,7 @@ async def test_first_scan_admits_and_later_ones_say_when_and_where(
         ("admitted", "South", None, True),
     }
     assert all(s.key_id.startswith("key_") and s.received_at and s.source == "online" for s in log.values())
-    async with db.read_sessions() as s:
-        events = (
-            await s.execute(
-                select(OutboxEvent).where(
-                    col(OutboxEvent.gala_id) == gala_id, col(OutboxEvent.type) == "ticket.checked_in"
-                )
-            )
-        ).scalars()
-        by_ticket = {e.data["ticket_id"]: e.data for e in events}
+    by_ticket = {data["ticket_id"]: data for data in await checked_in_events(db, gala_id)}
     assert set(by_ticket) == {seated["id"], standing["id"]}
     assert by_ticket[seated["id"]]["gate"] == "North" and by_ticket[seated["id"]]["scan_id"] == first["scan_id"]
 
@@ -557,15 +558,7 @@ async def test_offline_batch_earliest_admission_stands(
     assert {x["gate"]: x["admitted"] for x in stats["by_gate"]} == {"Side": 3}
     # An online retry of the displaced scan still answers as it did.
     assert (await scan_ok(client, door, gala_id, a1["code"], scan_id="online-1")) == online
-    async with db.read_sessions() as s:
-        events = (
-            await s.execute(
-                select(OutboxEvent).where(
-                    col(OutboxEvent.gala_id) == gala_id, col(OutboxEvent.type) == "ticket.checked_in"
-                )
-            )
-        ).scalars()
-        announced = sorted(e.data["ticket_id"] for e in events)
+    announced = sorted(data["ticket_id"] for data in await checked_in_events(db, gala_id))
     assert announced == sorted([a1["id"], a2["id"], a3["id"]])  # one event per ticket, none for the move
 
 
@@ -689,9 +682,7 @@ async def test_stale_ticket_hints_never_decide(
     log = await logged(db, gala_id)
     counted = sorted(row.ticket_id or "" for row in log.values() if row.counted)
     assert counted == sorted([a1["id"], a3["id"], a4["id"], a5["id"]])
-    async with db.read_sessions() as s:
-        events = (await s.execute(select(OutboxEvent).where(col(OutboxEvent.gala_id) == gala_id))).scalars().all()
-    names = sorted(e.data["attendee_name"] for e in events if e.type == "ticket.checked_in")
+    names = sorted(data["attendee_name"] for data in await checked_in_events(db, gala_id))
     assert names == ["Guest A1", "Guest A1", "Guest A5", "New Owner", "Renamed Guest"]
 
 

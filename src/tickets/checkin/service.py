@@ -38,7 +38,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -67,7 +66,7 @@ from tickets.checkin.schemas import (
     TicketTypeCount,
     UndoRead,
 )
-from tickets.checkin.store import TICKET_COLUMNS, CheckedInEvent, ScanEntry, ScanStore, TicketFacts
+from tickets.checkin.store import LOG_SCAN, TICKET_COLUMNS, CheckedInEvent, ScanEntry, ScanStore, TicketFacts
 from tickets.db import Database
 from tickets.galas.errors import GalaNotFound
 from tickets.galas.models import Gala
@@ -458,23 +457,14 @@ def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
-_STORE = {
-    name: dialect.insert(Scan)
-    .on_conflict_do_nothing(index_elements=["gala_id", "scan_id"])
-    .returning(col(Scan.scan_id))
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
-
-
-async def _store(session: AsyncSession, scan: Scan) -> bool:
+async def _store(session: AsyncSession, scan: ScanEntry) -> bool:
     """Log the scan; False when its (gala, scan_id) is already logged (a repeated scan)."""
     conn = await session.connection()
-    return (await conn.execute(_STORE[conn.dialect.name], scan.model_dump())).first() is not None
+    return (await conn.execute(LOG_SCAN[conn.dialect.name], scan.columns())).first() is not None
 
 
-def _scan_row(
+def _entry(
     decision: Decision,
-    answer: ScanRead,
     *,
     gala_id: str,
     scan_id: str,
@@ -484,8 +474,10 @@ def _scan_row(
     source: ScanSource,
     scanned_at: datetime,
     now: datetime,
-) -> Scan:
-    return Scan(
+) -> ScanEntry:
+    """The scan log's row for a decided scan, with the answer it gives."""
+    answer = _answer(decision, scan_id=scan_id, gala_id=gala_id, scanned_at=scanned_at)
+    return ScanEntry(
         gala_id=gala_id,
         scan_id=scan_id,
         ticket_id=decision.ticket_id,
@@ -499,7 +491,7 @@ def _scan_row(
         key_id=key_id,
         scanned_at=scanned_at,
         received_at=now,
-        response=answer.model_dump(mode="json"),
+        response=answer.model_dump_json(),
     )
 
 
@@ -520,7 +512,7 @@ def _checked_in_data(row: Any, *, gala_id: str, scan_id: str, device_id: str | N
 
 
 async def _emit_checked_in(
-    session: AsyncSession, decision: Decision, *, gala_id: str, scan: Scan, now: datetime
+    session: AsyncSession, decision: Decision, *, gala_id: str, scan: ScanEntry, now: datetime
 ) -> None:
     assert decision.ticket_row is not None
     data = _checked_in_data(
@@ -550,20 +542,16 @@ async def record_scan(
     scan_id = scan_id or new_id("scn")
 
     def entry(decision: Decision) -> ScanEntry:
-        answer = _answer(decision, scan_id=scan_id, gala_id=gala.id, scanned_at=now)
-        return ScanEntry(
+        return _entry(
+            decision,
             gala_id=gala.id,
             scan_id=scan_id,
-            ticket_id=decision.ticket_id,
-            ticket_version=decision.version,
-            result=decision.result,
-            reason=decision.reason,
-            counted=decision.admitted,
             gate=gate,
             device_id=device_id,
             key_id=key_id,
-            at=now,
-            response=answer.model_dump_json(),
+            source=ScanSource.online,
+            scanned_at=now,
+            now=now,
         )
 
     checked = check_code(cache, code, gala.id)
@@ -669,10 +657,8 @@ async def record_batch(
             continue
         at = min(item.scanned_at, now)
         decision = await _decide_offline(session, cache, gala, item.code, at=at, gate=item.gate, now=now)
-        answer = _answer(decision, scan_id=item.scan_id, gala_id=gala.id, scanned_at=at)
-        scan = _scan_row(
+        scan = _entry(
             decision,
-            answer,
             gala_id=gala.id,
             scan_id=item.scan_id,
             gate=item.gate,

@@ -25,13 +25,13 @@ The decision (what the answer says) is made once, in `checkin.service`, for both
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Protocol
 
 import asyncpg
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import QueuePool
 from sqlmodel import col
@@ -75,7 +75,7 @@ class Look:
 
 @dataclass(frozen=True)
 class ScanEntry:
-    """One row of the scan log, with the answer given as JSON text."""
+    """One row of the scan log (online or offline), with the answer given as JSON text."""
 
     gala_id: str
     scan_id: str
@@ -84,11 +84,18 @@ class ScanEntry:
     result: ScanResult
     reason: str | None
     counted: bool
+    source: ScanSource
     gate: str | None
     device_id: str | None
     key_id: str
-    at: datetime
+    scanned_at: datetime
+    received_at: datetime
     response: str
+
+    def columns(self) -> dict[str, Any]:
+        """The row's values for a SQLAlchemy INSERT of `Scan`."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**values, "response": json.loads(self.response)}
 
 
 @dataclass(frozen=True)
@@ -143,18 +150,18 @@ WITH candidate AS (
 ), logged AS (
     INSERT INTO scan (gala_id, scan_id, ticket_id, ticket_version, result, reason, counted, source,
                       gate, device_id, key_id, scanned_at, received_at, response)
-    SELECT $1, $2, candidate.id, $4, 'admitted', NULL, true, 'online', $6, $7, $8, $9, $9, $10::json
+    SELECT $1, $2, candidate.id, $4, 'admitted', NULL, true, $13, $6, $7, $8, $9, $14, $10::json
     FROM candidate
     WHERE status = 'valid' AND version = $4 AND checked_in_at IS NULL AND updated_at = $5
     ON CONFLICT (gala_id, scan_id) DO NOTHING
     RETURNING ticket_id
 ), admitted AS (
-    UPDATE ticket SET checked_in_at = $9, checked_in_gate = $6, updated_at = $9
+    UPDATE ticket SET checked_in_at = $9, checked_in_gate = $6, updated_at = $14
     WHERE id = $3 AND EXISTS (SELECT FROM logged)  -- a key lookup (`id IN (SELECT …)` may plan a scan)
     RETURNING id
 ), queued AS (
     INSERT INTO outbox_event (id, type, gala_id, data, created_at)
-    SELECT $11, 'ticket.checked_in', $1, $12::json, $9 FROM admitted
+    SELECT $11, 'ticket.checked_in', $1, $12::json, $14 FROM admitted
 )
 SELECT count(*) FROM admitted
 """
@@ -162,7 +169,7 @@ SELECT count(*) FROM admitted
 _PG_LOG = """
 INSERT INTO scan (gala_id, scan_id, ticket_id, ticket_version, result, reason, counted, source,
                   gate, device_id, key_id, scanned_at, received_at, response)
-VALUES ($1, $2, $3, $4, $5, $6, false, 'online', $7, $8, $9, $10, $10, $11::json)
+VALUES ($1, $2, $3, $4, $5, $6, false, $7, $8, $9, $10, $11, $12, $13::json)
 ON CONFLICT (gala_id, scan_id) DO NOTHING
 RETURNING scan_id
 """
@@ -179,13 +186,15 @@ def _connection_lost(exc: Exception) -> bool:
 class PostgresScanStore:
     def __init__(self, db: Database) -> None:
         self._engine = db.engine
+        # enough tries to get past every pooled connection a server restart left dead
+        self._attempts = db.engine.pool.size() + 1 if isinstance(db.engine.pool, QueuePool) else 2
 
     async def _run(self, sql: str, *args: Any, many: bool = False) -> Any:
         """One statement on a pooled connection, in autocommit (no transaction is open on it). A pooled
         connection found dead (the server restarted, a proxy dropped it) is discarded and the statement
         sent again on the next one, until a fresh connection is reached: every statement here may run twice
         (a scan that was logged before its connection died finds its log row and is answered from it)."""
-        attempts = self._engine.pool.size() + 1 if isinstance(self._engine.pool, QueuePool) else 2
+        attempts = self._attempts
         for attempt in range(1, attempts + 1):
             async with self._engine.connect() as conn:
                 driver = (await conn.get_raw_connection()).driver_connection
@@ -220,10 +229,12 @@ class PostgresScanStore:
                 entry.gate,
                 entry.device_id,
                 entry.key_id,
-                entry.at,
+                entry.scanned_at,
                 entry.response,
                 event.id,
                 event.data,
+                entry.source.value,
+                entry.received_at,
             )
         except asyncpg.exceptions.UniqueViolationError:
             return False  # a counted admission of this ticket appeared meanwhile: read again
@@ -238,10 +249,12 @@ class PostgresScanStore:
             entry.ticket_version,
             entry.result.value,
             entry.reason,
+            entry.source.value,
             entry.gate,
             entry.device_id,
             entry.key_id,
-            entry.at,
+            entry.scanned_at,
+            entry.received_at,
             entry.response,
         )
         return row is not None
@@ -291,10 +304,16 @@ _CHECK_IN = (
         col(Ticket.checked_in_at).is_(None),
         col(Ticket.updated_at) == bindparam("p_seen"),
     )
-    .values(checked_in_at=bindparam("p_at"), checked_in_gate=bindparam("p_gate"), updated_at=bindparam("p_at"))
+    .values(checked_in_at=bindparam("p_at"), checked_in_gate=bindparam("p_gate"), updated_at=bindparam("p_now"))
     .returning(col(Ticket.id))
 )
-_LOG = sqlite.insert(Scan).on_conflict_do_nothing(index_elements=["gala_id", "scan_id"]).returning(col(Scan.scan_id))
+# The log INSERT of any scan: nothing (no row back) when its (gala, scan_id) is logged already.
+LOG_SCAN = {
+    name: dialect.insert(Scan)
+    .on_conflict_do_nothing(index_elements=["gala_id", "scan_id"])
+    .returning(col(Scan.scan_id))
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 _QUEUE = insert(OutboxEvent)
 
 
@@ -320,7 +339,8 @@ class SqliteScanStore:
         # contention reaches the app's handler as `409 busy`.
         async with self._engine.connect() as conn:
             params = {"p_ticket_id": seen.id, "p_version": seen.version, "p_seen": seen.updated_at}
-            checked_in = await conn.execute(_CHECK_IN, {**params, "p_at": entry.at, "p_gate": entry.gate})
+            at = {"p_at": entry.scanned_at, "p_now": entry.received_at, "p_gate": entry.gate}
+            checked_in = await conn.execute(_CHECK_IN, {**params, **at})
             if checked_in.first() is None or not await self._insert(conn, entry):
                 return False
             await conn.execute(
@@ -330,7 +350,7 @@ class SqliteScanStore:
                     "type": "ticket.checked_in",
                     "gala_id": event.gala_id,
                     "data": json.loads(event.data),
-                    "created_at": entry.at,
+                    "created_at": entry.received_at,
                 },
             )
             await conn.commit()
@@ -349,20 +369,4 @@ class SqliteScanStore:
 
     @staticmethod
     async def _insert(conn: AsyncConnection, entry: ScanEntry) -> bool:
-        values = {
-            "gala_id": entry.gala_id,
-            "scan_id": entry.scan_id,
-            "ticket_id": entry.ticket_id,
-            "ticket_version": entry.ticket_version,
-            "result": entry.result.value,
-            "reason": entry.reason,
-            "counted": entry.counted,
-            "source": ScanSource.online.value,
-            "gate": entry.gate,
-            "device_id": entry.device_id,
-            "key_id": entry.key_id,
-            "scanned_at": entry.at,
-            "received_at": entry.at,
-            "response": json.loads(entry.response),
-        }
-        return (await conn.execute(_LOG, values)).first() is not None
+        return (await conn.execute(LOG_SCAN[conn.dialect.name], entry.columns())).first() is not None

@@ -406,16 +406,7 @@ async def _decide_offline(
                     .values(counted=False)
                     .execution_options(synchronize_session=False)
                 )
-            return Decision(
-                ScanResult.admitted,
-                None,
-                _message(ScanResult.admitted, None, _ticket(row), row, gala, now),
-                ticket_row=row,
-                ticket_id=payload.ticket_id,
-                version=payload.version,
-                admitted=True,
-                replaced=replaced,
-            )
+            return _admission(row, payload, gala, now, replaced=replaced)
         row = await _read_ticket(session, payload.ticket_id)
         verdict = _classify(row, payload)
         if verdict is None:
@@ -575,15 +566,7 @@ async def record_scan(
         assert ticket is not None
         # The ticket as the admission leaves it; the answer and the event describe it so.
         row = replace(ticket, checked_in_at=now, checked_in_gate=gate, updated_at=now)
-        decision = Decision(
-            ScanResult.admitted,
-            None,
-            _message(ScanResult.admitted, None, _ticket(row), row, gala, now),
-            ticket_row=row,
-            ticket_id=payload.ticket_id,
-            version=payload.version,
-            admitted=True,
-        )
+        decision = _admission(row, payload, gala, now)
         admission = entry(decision)
         event = CheckedInEvent(
             id=new_id("evt"),
@@ -612,6 +595,22 @@ async def _refuse(store: ScanStore, refusal: ScanEntry, gala_id: str, scan_id: s
     if seen.stored is None:  # logged and gone: cannot happen (the log is never deleted from)
         raise Busy("The scan is being recorded; scan again.")
     return seen.stored
+
+
+def _admission(
+    row: TicketRow, payload: codes.CodePayload, gala: GalaInfo, now: datetime, *, replaced: bool = False
+) -> Decision:
+    """The admission of the ticket `row` (as checked in)."""
+    return Decision(
+        ScanResult.admitted,
+        None,
+        _message(ScanResult.admitted, None, _ticket(row), row, gala, now),
+        ticket_row=row,
+        ticket_id=payload.ticket_id,
+        version=payload.version,
+        admitted=True,
+        replaced=replaced,
+    )
 
 
 def _refusal(

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from fastapi.encoders import jsonable_encoder
 
 from tests.conftest import make_settings
 from tests.factories import (
@@ -26,6 +27,7 @@ from tickets.db import Database
 from tickets.orders import service as orders_service
 from tickets.orders.errors import SeatUnavailable
 from tickets.orders.schemas import OrderCreate
+from tickets.problems import ProblemError
 
 
 def seat_item(tier: dict[str, object], seat_id: str, **extra: object) -> dict[str, object]:
@@ -472,3 +474,72 @@ async def test_seats_of_another_gala_or_section_are_invalid_items(
     )
     assert r.status_code == 409 and r.json()["unavailable"] == [{"seat_id": seats["S1"], "label": "S1"}]
     assert (await seat_status(client, gala["id"]))["S2"] == "available"
+
+
+async def test_refusals_read_from_the_committed_state_are_the_holds_own_answers(
+    client: httpx.AsyncClient, admin: dict[str, str], db: Database, settings: Settings
+) -> None:
+    """A public order whose seats or places are already taken is refused from the committed state,
+    before any lock; the answer must be exactly the one the hold gives (same code, detail and
+    extensions), and whatever the hold would refuse for another reason first must still be refused so."""
+    gala = await create_gala(client, admin)
+    stalls = await add_reserved(client, admin, gala["id"], [{"label": f"A{n}"} for n in range(1, 6)], name="Stalls")
+    floor = await add_general(client, admin, gala["id"], 2)
+    tier = await add_ticket_type(client, admin, gala["id"], [stalls["id"]], price_amount=0)
+    paid_tier = await add_ticket_type(client, admin, gala["id"], [stalls["id"]], price_amount=900, name="Paid")
+    floor_tier = await add_ticket_type(client, admin, gala["id"], [floor["id"]], price_amount=0, name="Floor")
+    await publish(client, admin, gala["id"])
+    seats = await seat_ids(client, gala["id"])
+    promo = {"code": "ONCE", "discount_kind": "percent", "percent_off": 10, "max_uses": 1}
+    assert (await client.post(f"/v1/galas/{gala['id']}/promo-codes", json=promo, headers=admin)).status_code == 201
+    _, _, other_seats = await on_sale_theatre(client, admin, price=0)
+
+    def sold(body: dict[str, object]) -> None:
+        assert body["status"] in ("paid", "pending"), body
+
+    # A1 sold (with the promo code's one use), A2 held by a pending card order, A3 blocked, the floor sold out.
+    r = await client.post("/v1/orders", json=order_body(gala["id"], [seat_item(tier, seats["A1"])], promo_code="once"))
+    sold(r.json())
+    sold((await client.post("/v1/orders", json=order_body(gala["id"], [seat_item(paid_tier, seats["A2"])]))).json())
+    block = {"seat_ids": [seats["A3"]]}
+    assert (await client.post(f"/v1/galas/{gala['id']}/seats/block", json=block, headers=admin)).status_code == 200
+    floor_item = {"ticket_type_id": floor_tier["id"], "quantity": 2}
+    sold((await client.post("/v1/orders", json=order_body(gala["id"], [floor_item]))).json())
+    before = await seat_status(client, gala["id"])
+
+    one_place = {"ticket_type_id": floor_tier["id"], "quantity": 1}
+    cases = {
+        "sold seat": ([seat_item(tier, seats["A1"]), seat_item(tier, seats["A4"])], None, "seat_unavailable"),
+        "held seat": ([seat_item(tier, seats["A2"])], None, "seat_unavailable"),
+        "blocked seat": ([seat_item(tier, seats["A3"])], None, "seat_unavailable"),
+        "three taken": ([seat_item(tier, seats[s]) for s in ("A3", "A1", "A2", "A5")], None, "seat_unavailable"),
+        "sold-out floor": ([seat_item(tier, seats["A4"]), one_place], None, "sold_out"),
+        "seat before floor": ([one_place, seat_item(tier, seats["A1"])], None, "seat_unavailable"),
+        "another gala's seat": (
+            [seat_item(tier, seats["A1"]), seat_item(tier, other_seats["A1"])],
+            None,
+            "invalid_item",
+        ),
+        "wrong tier for a seat": ([seat_item(floor_tier, seats["A1"])], None, "invalid_item"),
+        "promo code used up": ([seat_item(tier, seats["A1"])], "ONCE", "promo_code_exhausted"),
+    }
+    for case, (items, code, expected) in cases.items():
+        body = order_body(gala["id"], items, **({"promo_code": code} if code else {}))
+        async with db.sessions() as session:  # the hold's own answer, rolled back
+            with pytest.raises(ProblemError) as held:
+                await orders_service.place_order(
+                    session, OrderCreate.model_validate(body), settings=settings, now=utc_now()
+                )
+            await session.rollback()
+        key = {"Idempotency-Key": f"{case}-{gala['id']}"}
+        r = await client.post("/v1/orders", json=body, headers=key)
+        problem = r.json()
+        assert (r.status_code, problem["code"]) == (held.value.status, expected), (case, r.text)
+        assert problem["detail"] == held.value.detail, case
+        for name, value in held.value.extensions.items():
+            assert problem[name] == jsonable_encoder(value), (case, name)
+        again = await client.post("/v1/orders", json=body, headers=key)
+        assert again.headers.get("idempotent-replayed") == "true" and again.json() == problem, case
+    assert await seat_status(client, gala["id"]) == before  # nothing held or sold by any refusal
+    r = await client.post("/v1/orders", json=order_body(gala["id"], [seat_item(tier, seats["A4"])]))
+    sold(r.json())  # and a free seat is still sold

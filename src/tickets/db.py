@@ -104,15 +104,20 @@ class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     read_sessions: async_sessionmaker[AsyncSession]
+    # Reads that need no snapshot: on PostgreSQL each statement runs on its own (autocommit), seeing
+    # the latest committed state, with no BEGIN and ROLLBACK round trips; on SQLite a read transaction.
+    glances: async_sessionmaker[AsyncSession]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
         engine = make_engine(settings)
         read_engine = engine.execution_options(**{READ_ONLY: True})
+        glance_engine = read_engine if settings.is_sqlite else engine.execution_options(isolation_level="AUTOCOMMIT")
         return cls(
             engine=engine,
             sessions=async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False),
             read_sessions=async_sessionmaker(read_engine, class_=AsyncSession, expire_on_commit=False),
+            glances=async_sessionmaker(glance_engine, class_=AsyncSession, expire_on_commit=False),
         )
 
     @property

@@ -108,6 +108,29 @@ async def _claim(db: Database, *, scope: str, key: str, request_hash: str) -> Id
         return existing.id
 
 
+async def _store_refusal(
+    db: Database, *, scope: str, key: str, request_hash: str, request: Request, exc: ProblemError
+) -> bool:
+    """Store a refusal as the key's finished answer in one write; False if the key is taken already."""
+    try:
+        await db.write_alone(
+            _CLAIM,
+            {
+                "id": new_id("idem"),
+                "scope": scope,
+                "key": key,
+                "request_hash": request_hash,
+                "state": "done",
+                "status_code": exc.status,
+                "response_body": bytes(problem_from_error(request, exc).body).decode(),
+                "created_at": utc_now(),
+            },
+        )
+    except IntegrityError:
+        return False
+    return True
+
+
 async def _forget(db: Database, record_id: str) -> None:
     await db.write_alone(_FORGET, {"record_id": record_id})
 
@@ -121,20 +144,35 @@ async def run(
     body: BaseModel,
     status_code: int,
     handler: Callable[[], Awaitable[Any]],
+    refusal: Callable[[], Awaitable[None]] | None = None,
 ) -> JSONResponse:
-    """Run `handler` at most once per (scope, key); replay its stored answer to retries."""
-    if key is None:
-        return JSONResponse(_encode(await handler()), status_code=status_code)
-    if not (1 <= len(key) <= 255) or not key.isprintable():
+    """Run `handler` at most once per (scope, key); replay its stored answer to retries.
+
+    `refusal`, if given, runs first, outside any transaction: a quick check that raises the problem
+    the handler would raise anyway (say, a seat already sold). Such a refusal is stored as the key's
+    answer in one write, with no claim first; if the key was used before, the stored answer wins."""
+    if key is not None and (not (1 <= len(key) <= 255) or not key.isprintable()):
         raise ValidationFailed(
             "Idempotency-Key must be 1 to 255 printable characters.",
             errors=[{"loc": ["header", "Idempotency-Key"], "msg": "1 to 255 printable characters"}],
         )
     db: Database = request.app.state.db
+    request_hash = _hash(body) if key is not None else ""
+    if refusal is not None:
+        try:
+            await refusal()
+        except ProblemError as exc:
+            if key is None or _retryable(exc.status) or isinstance(exc, Busy):
+                raise
+            if await _store_refusal(db, scope=scope, key=key, request_hash=request_hash, request=request, exc=exc):
+                raise
+            # The key was used before: the claim below finds its first answer (or its request in flight).
+    if key is None:
+        return JSONResponse(_encode(await handler()), status_code=status_code)
     # End the request's transaction so far (the key lookup): on SQLite it would hold the write lock
     # that the claim's own transaction needs.
     await session.commit()
-    claimed = await _claim(db, scope=scope, key=key, request_hash=_hash(body))
+    claimed = await _claim(db, scope=scope, key=key, request_hash=request_hash)
     if isinstance(claimed, IdempotencyRecord):
         media = PROBLEM_MEDIA_TYPE if (claimed.status_code or 200) >= 400 else "application/json"
         return JSONResponse(

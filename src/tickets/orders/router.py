@@ -153,9 +153,22 @@ async def create_order(
     client_ip = request.client.host if request.client else "unknown"
     await request.app.state.rate_limiter.check("orders", client_ip, settings.orders_limit)
 
+    plans: list[orders_service.Plan] = []
+
+    async def refusal() -> None:
+        # Rules, prices and inventory read from the committed state, with no lock and no transaction:
+        # most of a sell-out's orders are refused here, without making any buyer wait.
+        async with db.glances() as glance:
+            now = utc_now()
+            plan = await orders_service.plan_order(glance, body, settings=settings, now=now)
+            if not settings.unsafe_naive_holds:
+                await orders_service.refuse_if_taken(glance, plan, now=now)
+        plans.append(plan)
+
     async def handler() -> OrderRead:
         now = utc_now()
-        order, items = await orders_service.place_order(session, body, settings=settings, now=now)
+        plan = plans[0] if plans else None
+        order, items = await orders_service.place_order(session, body, settings=settings, now=now, plan=plan)
         if order.payment_provider == PaymentProvider.stripe:
             await session.commit()  # release the seat locks before the network call
             await payments_service.start_payment(session, db, order, settings=settings)
@@ -163,7 +176,14 @@ async def create_order(
 
     scope = f"orders:{principal.key_id if principal else 'public'}"
     return await idempotency.run(
-        request, session, scope=scope, key=idempotency_key, body=body, status_code=201, handler=handler
+        request,
+        session,
+        scope=scope,
+        key=idempotency_key,
+        body=body,
+        status_code=201,
+        handler=handler,
+        refusal=refusal,
     )
 
 

@@ -8,7 +8,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypedDict
 
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -51,6 +64,7 @@ from tickets.orders.schemas import OrderCreate, PromoCodeCreate, PromoCodeUpdate
 from tickets.pagination import each_page, paginate
 from tickets.seating import holds
 from tickets.seating.models import Seat, SeatStatus, Section, SectionKind
+from tickets.seating.service import free_clause
 from tickets.ticket_types.models import TicketType
 from tickets.tickets import service as ticket_service
 from tickets.webhooks import outbox
@@ -96,6 +110,10 @@ class Plan:
     @property
     def discount(self) -> int:
         return sum(line.discount for line in self.lines)
+
+    @property
+    def total(self) -> int:
+        return self.subtotal - self.discount
 
 
 def effective_status(order: Order, now: datetime) -> OrderStatus:
@@ -372,11 +390,112 @@ async def _hold(
         if remaining:
             sold_out.append({"section_id": section_id} if section_id else {"ticket_type_id": tt.id})
     if unavailable:
-        raise SeatUnavailable(
-            f"Not available: {', '.join(str(u['label']) for u in unavailable)}.", unavailable=unavailable
-        )
+        raise _seat_unavailable(unavailable)
     if sold_out:
-        raise SoldOut("Not enough tickets left for this order.", unavailable=sold_out)
+        raise _sold_out(sold_out)
+
+
+def _seat_unavailable(unavailable: list[dict[str, str | None]]) -> SeatUnavailable:
+    labels = ", ".join(str(u["label"]) for u in unavailable)
+    return SeatUnavailable(f"Not available: {labels}.", unavailable=unavailable)
+
+
+def _sold_out(unavailable: list[dict[str, str]]) -> SoldOut:
+    return SoldOut("Not enough tickets left for this order.", unavailable=unavailable)
+
+
+# The asked-for seats of a gala as they stand, each with whether the availability rule finds it free.
+_SEAT_STATE = select(
+    col(Seat.id), col(Seat.label), col(Seat.section_id), free_clause(bindparam("now"), include_blocked=False)
+).where(col(Seat.id).in_(bindparam("ids", expanding=True)), col(Seat.gala_id) == bindparam("gala_id"))
+
+
+def _free_places() -> Select[int]:
+    """How many places of the areas :sections are free, counted up to :count: the two branches of the
+    hold's pick (available, then held and expired), each a short range of ix_seat_section_status_id."""
+    count = bindparam("count", type_=Integer)
+
+    def branch(rule: ColumnElement[bool]) -> Select[str]:
+        places = (
+            select(col(Seat.id))
+            .where(col(Seat.section_id).in_(bindparam("sections", expanding=True)), rule, col(Seat.blocked).is_(False))
+            .limit(count)
+            .subquery()
+        )
+        return select(places.c.id)
+
+    free = union_all(
+        branch(col(Seat.status) == SeatStatus.available),
+        branch(and_(col(Seat.status) == SeatStatus.held, col(Seat.hold_expires_at) <= bindparam("now"))),
+    ).subquery()
+    return select(func.count()).select_from(free)
+
+
+_FREE_PLACES = _free_places()
+
+
+async def refuse_if_taken(session: AsyncSession, plan: Plan, *, now: datetime) -> None:
+    """Refuse a public order at once when what it asks for is already taken in the committed state,
+    with the very answer the hold would give, and without taking a lock.
+
+    In a sell-out most orders are refused. Each refusal decided here costs two short reads instead of a
+    transaction that locks the asked-for seats (and makes the buyers of those seats wait); a seat or
+    place that is taken in the committed state is taken at that instant, so refusing then is a correct
+    answer. Whatever this cannot decide exactly as the hold would (an unknown seat, a promo code with a
+    limit, quotas, areas shared between lines) is left to the hold, and so is everything that looks free."""
+    if plan.promo is not None and plan.promo.max_uses is not None:
+        return  # the promo code's limit is checked before the hold, and may refuse first
+    conn = await session.connection()
+    seat_lines = {line.seat_id: line for line in plan.lines if line.seat_id is not None}
+    if seat_lines:
+        rows = await conn.execute(_SEAT_STATE, {"ids": sorted(seat_lines), "gala_id": plan.gala.id, "now": now})
+        state: dict[str, tuple[str | None, str, bool]] = {
+            sid: (label, section_id, bool(free)) for sid, label, section_id, free in rows.tuples()
+        }
+        unavailable: list[dict[str, str | None]] = []
+        for sid in sorted(seat_lines):
+            label, seat_section, free = state.get(sid, (None, "", False))
+            if label is None or seat_section not in seat_lines[sid].ticket_type.section_ids:
+                return  # the hold names the item that is wrong
+            if not free:
+                unavailable.append({"seat_id": sid, "label": label})
+        if unavailable:
+            raise _seat_unavailable(unavailable)
+    if not plan.general or any(line.ticket_type.quota is not None for line in plan.lines):
+        return
+    areas = [[section_id] if section_id else sorted(tt.section_ids) for tt, section_id, _ in plan.general]
+    if len({a for group in areas for a in group}) < sum(len(group) for group in areas):
+        return  # two lines draw on one area: the hold takes them one after the other
+    sold_out: list[dict[str, str]] = []
+    for (tt, section_id, lines), sections in zip(plan.general, areas, strict=True):
+        params = {"sections": sections, "count": len(lines), "now": now}
+        if (await conn.execute(_FREE_PLACES, params)).scalar_one() < len(lines):
+            sold_out.append({"section_id": section_id} if section_id else {"ticket_type_id": tt.id})
+    if sold_out:
+        raise _sold_out(sold_out)
+
+
+async def plan_order(
+    session: AsyncSession,
+    body: OrderCreate,
+    *,
+    settings: Settings,
+    now: datetime,
+    payment_method: PaymentProvider | None = None,
+    principal: Principal | None = None,
+) -> Plan:
+    """What an order asks for, checked against the gala's rules and priced: everything decided before
+    any seat is touched. Only reads, and takes no lock."""
+    box_office = payment_method is not None
+    if principal is not None:
+        principal.require_gala(body.gala_id)
+    plan = await _load_plan(session, body, box_office=box_office, now=now)
+    if body.promo_code:
+        await _take_promo(session, plan, body.promo_code, now=now)
+    _price(plan, comp=payment_method == PaymentProvider.comp)
+    if plan.total > 0 and not box_office and not settings.payments_enabled:
+        raise PaymentsNotConfigured("This gala's tickets cost money, and card payments are not set up on this server.")
+    return plan
 
 
 async def place_order(
@@ -387,22 +506,20 @@ async def place_order(
     now: datetime,
     payment_method: PaymentProvider | None = None,
     principal: Principal | None = None,
+    plan: Plan | None = None,
 ) -> tuple[Order, list[OrderItem]]:
     """Hold seats and places for a new order, all or nothing.
 
     The public's orders are `pending` until paid through Stripe (or `paid` at once when free); box office
     orders (`payment_method` comp, cash or invoice) are `paid` at once and may take blocked seats.
+    `plan` is `plan_order`'s answer for this very body, when the caller has it already.
     """
     box_office = payment_method is not None
-    if principal is not None:
-        principal.require_gala(body.gala_id)
-    plan = await _load_plan(session, body, box_office=box_office, now=now)
-    if body.promo_code:
-        await _take_promo(session, plan, body.promo_code, now=now)
-    _price(plan, comp=payment_method == PaymentProvider.comp)
-    total = plan.subtotal - plan.discount
-    if total > 0 and not box_office and not settings.payments_enabled:
-        raise PaymentsNotConfigured("This gala's tickets cost money, and card payments are not set up on this server.")
+    if plan is None:
+        plan = await plan_order(
+            session, body, settings=settings, now=now, payment_method=payment_method, principal=principal
+        )
+    total = plan.total
     if plan.promo is not None:
         await _check_promo_limit(session, plan.promo, now=now)
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
+from sqlalchemy import BindParameter, ColumnElement, and_, delete, func, insert, or_, select, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -39,8 +39,9 @@ from tickets.ticket_types.models import TicketType
 _CHUNK = 900  # stay well under SQLite's bound-parameter limit
 
 
-def free_clause(now: datetime, *, include_blocked: bool = False) -> ColumnElement[bool]:
-    """The availability rule: unsold, and not held, or held by a hold that has expired."""
+def free_clause(now: datetime | BindParameter[datetime], *, include_blocked: bool = False) -> ColumnElement[bool]:
+    """The availability rule: unsold, and not held, or held by a hold that has expired. `now` is a time,
+    or a bound parameter for a statement built once."""
     free = or_(
         col(Seat.status) == SeatStatus.available,
         and_(col(Seat.status) == SeatStatus.held, col(Seat.hold_expires_at) <= now),

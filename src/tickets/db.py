@@ -11,13 +11,14 @@ lock wait becomes a retryable `409 busy` instead of an open-ended stall.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import DateTime, event
+from sqlalchemy import DateTime, Insert, bindparam, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.base import Executable
@@ -151,3 +152,60 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def insert_all(session: AsyncSession, batches: Sequence[tuple[Insert, Sequence[dict[str, Any]]]]) -> None:
+    """Insert rows into several tables in the session's transaction, parents before children. Every row
+    of one statement has the same keys.
+
+    PostgreSQL: one round trip. Each table's rows are one multi-row INSERT, all but the last as
+    data-modifying CTEs of the last (PostgreSQL checks foreign keys at the end of the statement, so a
+    child may reference a parent written by a sibling). The combined statement is built once per
+    shape (which tables, which columns, how many rows) and then only bound, since a multi-row INSERT
+    built per call would be compiled per call. SQLite: one executemany per table, in order."""
+    todo = [(statement, list(rows)) for statement, rows in batches if rows]
+    if not todo:
+        return
+    conn = await session.connection()
+    if conn.dialect.name != "postgresql":
+        for statement, rows in todo:
+            await conn.execute(statement, rows)
+        return
+    shape = tuple((statement, tuple(rows[0]), len(rows)) for statement, rows in todo)
+    sql, binds = _combined_insert(shape, conn.dialect)
+    values = [row[column] for _, rows in todo for row in rows for column in rows[0]]
+    await conn.exec_driver_sql(sql, tuple(process(values[i]) for i, process in binds))
+
+
+@lru_cache(maxsize=512)
+def _combined_insert(
+    shape: tuple[tuple[Insert, tuple[str, ...], int], ...], dialect: Dialect
+) -> tuple[str, list[tuple[int, Callable[[Any], Any]]]]:
+    """The SQL of `shape`'s combined INSERT, and for each of its positional parameters the index of its
+    value (the rows' values, table by table, row by row, column by column) with the column type's bind
+    processing. SQLAlchemy does not cache multi-row INSERTs, so this compiles each shape once."""
+    parts = []
+    names: dict[str, int] = {}
+    for n, (statement, columns, count) in enumerate(shape):
+        rows = []
+        for i in range(count):
+            row = {}
+            for column in columns:
+                name = f"w{n}_{i}_{column}"
+                names[name] = len(names)
+                row[column] = bindparam(name, type_=statement.table.c[column].type)
+            rows.append(row)
+        parts.append(statement.values(rows))
+    *before, combined = parts
+    for n, part in enumerate(before):
+        combined = combined.add_cte(part.cte(f"write_{n}"))
+    compiled = combined.compile(dialect=dialect)
+    binds: list[tuple[int, Callable[[Any], Any]]] = []
+    for name in compiled.positiontup or ():
+        process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+        binds.append((names[name], process or _same))
+    return str(compiled), binds
+
+
+def _same(value: Any) -> Any:
+    return value

@@ -32,7 +32,7 @@ def _subject(text: str) -> str:
     return " ".join(text.split())[:300]
 
 
-async def _gala_title(session: AsyncSession, gala_id: str) -> str:
+async def title_of_gala(session: AsyncSession, gala_id: str) -> str:
     title: str | None = (
         await session.execute(select(col(Gala.title)).where(col(Gala.id) == gala_id))
     ).scalar_one_or_none()
@@ -49,11 +49,15 @@ async def _insert_once(session: AsyncSession, rows: Sequence[dict[str, Any]]) ->
     return len((await conn.execute(_INSERT_ONCE[conn.dialect.name], list(rows))).all())
 
 
-_INSERT_ONCE = {
-    name: dialect.insert(MailMessage)
-    .on_conflict_do_nothing(index_elements=["dedupe_key"])
-    .returning(col(MailMessage.id), sort_by_parameter_order=True)
+# Queue a message unless its dedupe key is queued already (for `db.insert_all`), and the same
+# reporting which rows it inserted.
+INSERT_ONCE = {
+    name: dialect.insert(MailMessage).on_conflict_do_nothing(index_elements=["dedupe_key"])
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+_INSERT_ONCE = {
+    name: statement.returning(col(MailMessage.id), sort_by_parameter_order=True)
+    for name, statement in INSERT_ONCE.items()
 }
 
 
@@ -88,18 +92,15 @@ def guest_key(ticket_id: str, version: int) -> str:
     return f"guest:{ticket_id}:v{version}"
 
 
-async def queue_paid_order(
-    session: AsyncSession, order: Order, tickets: Sequence[Ticket], *, now: datetime, gala_title: str | None = None
-) -> int:
-    """The buyer's tickets (all of them, in one PDF), and each named guest's own ticket. (`gala_title`
-    when the caller has the gala at hand: one query fewer.)"""
-    title = gala_title or await _gala_title(session, order.gala_id)
+def paid_order_mail(order: Order, tickets: Sequence[Ticket], *, now: datetime, gala_title: str) -> list[dict[str, Any]]:
+    """The rows of a paid order's messages, to insert with `INSERT_ONCE` in the transaction that marks
+    it paid: the buyer's tickets (all of them, in one PDF), and each named guest's own ticket."""
     rows = [
         _row(
             kind=MailKind.order_tickets,
             dedupe_key=f"order-paid:{order.id}",
             to=order.buyer_email,
-            subject=f"Your tickets for {title}",
+            subject=f"Your tickets for {gala_title}",
             order_id=order.id,
             now=now,
         )
@@ -107,8 +108,8 @@ async def queue_paid_order(
     for ticket in tickets:
         email = (ticket.attendee_email or "").lower()
         if email and email != order.buyer_email.lower():
-            rows.append(_guest_row(ticket, guest_key(ticket.id, ticket.version), title=title, now=now))
-    return await _insert_once(session, rows)
+            rows.append(_guest_row(ticket, guest_key(ticket.id, ticket.version), title=gala_title, now=now))
+    return rows
 
 
 def _guest_row(ticket: Ticket, dedupe_key: str, *, title: str, now: datetime) -> dict[str, Any]:
@@ -144,7 +145,7 @@ async def queue_new_guest_address(session: AsyncSession, ticket: Ticket, *, buye
     ).first()
     if waiting is not None:
         return 0
-    title = await _gala_title(session, ticket.gala_id)
+    title = await title_of_gala(session, ticket.gala_id)
     key = f"{guest_key(ticket.id, ticket.version)}:{hashlib.sha256(email.encode()).hexdigest()[:16]}"
     return await _insert_once(session, [_guest_row(ticket, key, title=title, now=now)])
 
@@ -153,7 +154,7 @@ async def queue_transfer(session: AsyncSession, ticket: Ticket, *, now: datetime
     """The reissued ticket, to its new holder."""
     if not ticket.attendee_email:
         return 0
-    title = await _gala_title(session, ticket.gala_id)
+    title = await title_of_gala(session, ticket.gala_id)
     row = _row(
         kind=MailKind.ticket_transfer,
         dedupe_key=guest_key(ticket.id, ticket.version),
@@ -182,7 +183,7 @@ async def queue_resend(session: AsyncSession, order: Order, *, now: datetime) ->
     ).first()
     if waiting is not None:
         return 0
-    title = await _gala_title(session, order.gala_id)
+    title = await title_of_gala(session, order.gala_id)
     window = int(now.timestamp()) // RESEND_WINDOW_SECONDS
     row = _row(
         kind=MailKind.order_resend,

@@ -6,10 +6,11 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from sqlalchemy import (
     ColumnElement,
+    Insert,
     Integer,
     Select,
     and_,
@@ -28,7 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.auth.service import Principal
 from tickets.config import Settings
-from tickets.db import Database
+from tickets.db import Database, insert_all
 from tickets.galas.errors import GalaNotFound, GalaNotOnSale
 from tickets.galas.models import Gala, GalaStatus
 from tickets.ids import new_id
@@ -67,6 +68,7 @@ from tickets.seating.models import Seat, SeatStatus, Section, SectionKind
 from tickets.seating.service import free_clause
 from tickets.ticket_types.models import TicketType
 from tickets.tickets import service as ticket_service
+from tickets.tickets.models import Ticket
 from tickets.webhooks import outbox
 
 log = logging.getLogger("tickets.orders")
@@ -579,17 +581,21 @@ async def place_order(
         )
         for i, line in enumerate(plan.lines)
     ]
-    # Written with two Core INSERTs (no unit-of-work flush); the order then joins the session as a
-    # persistent object, so a later change to it (the PaymentIntent) is flushed as an UPDATE.
-    conn = await session.connection()
-    await conn.execute(_INSERT_ORDER, order.model_dump())
-    await conn.execute(_INSERT_ITEMS, [item.model_dump() for item in items])
+    if plan.gala.sold_out_at is None:  # (after the hold, which is all this looks at)
+        await _note_if_sold_out(session, plan.gala, now=now)
+    # Written as Core INSERTs, no unit-of-work flush: with the tickets, mail and event of an order paid
+    # at once, in one round trip on PostgreSQL. The order then joins the session as a persistent
+    # object, so a later change to it (the PaymentIntent) is flushed as an UPDATE.
+    writes: list[tuple[Insert, Sequence[dict[str, Any]]]] = [
+        (_INSERT_ORDER, [order.model_dump()]),
+        (_INSERT_ITEMS, [item.model_dump() for item in items]),
+    ]
+    if paid_at_once:
+        await _issue(session, order, items, now=now, gala_title=plan.gala.title, after=writes)
+    else:
+        await insert_all(session, writes)
     make_transient_to_detached(order)
     session.add(order)
-    if plan.gala.sold_out_at is None:
-        await _note_if_sold_out(session, plan.gala, now=now)
-    if paid_at_once:
-        await _issue(session, order, items, now=now, gala_title=plan.gala.title)
     return order, items
 
 
@@ -642,13 +648,32 @@ async def mark_paid(session: AsyncSession, order: Order, items: Sequence[OrderIt
 
 
 async def _issue(
-    session: AsyncSession, order: Order, items: Sequence[OrderItem], *, now: datetime, gala_title: str | None = None
+    session: AsyncSession,
+    order: Order,
+    items: Sequence[OrderItem],
+    *,
+    now: datetime,
+    gala_title: str | None = None,
+    after: Sequence[tuple[Insert, Sequence[dict[str, Any]]]] = (),
 ) -> None:
-    """Issue a paid order's tickets, queue its emails and tell integrators, in the caller's transaction."""
-    tickets = await ticket_service.issue_tickets(session, order, items, now=now)
+    """Issue a paid order's tickets, queue its emails and tell integrators, in the caller's transaction:
+    one write (`insert_all`), after the caller's own `after` rows. (`gala_title` when the caller has
+    the gala at hand: one query fewer.)"""
+    tickets = ticket_service.new_tickets(order, items, now=now)
     # The buyer's and guests' emails: queued here, so they exist if and only if the payment commits.
-    await mail_outbox.queue_paid_order(session, order, tickets, now=now, gala_title=gala_title)
-    await outbox.emit(session, "order.paid", gala_id=order.gala_id, data=order_event_data(order, len(items)), now=now)
+    title = gala_title or await mail_outbox.title_of_gala(session, order.gala_id)
+    mail = mail_outbox.paid_order_mail(order, [Ticket(**row) for row in tickets], now=now, gala_title=title)
+    event = outbox.event_row("order.paid", gala_id=order.gala_id, data=order_event_data(order, len(items)), now=now)
+    dialect = (await session.connection()).dialect.name
+    await insert_all(
+        session,
+        [
+            *after,
+            (ticket_service.INSERT_TICKETS, tickets),
+            (mail_outbox.INSERT_ONCE[dialect], mail),
+            (outbox.INSERT, [event]),
+        ],
+    )
     await session.flush()
 
 

@@ -26,12 +26,10 @@ from tickets.tickets.schemas import TicketRead, TicketTransfer, TicketUpdate
 MAX_VERSION = 0xFFFF  # two bytes in the code
 
 
-async def issue_tickets(
-    session: AsyncSession, order: Order, items: Sequence[OrderItem], *, now: datetime
-) -> list[Ticket]:
-    """One valid ticket per item. The unique index on (seat, valid) makes a double sale impossible.
-    Returns the new tickets (not attached to the session)."""
-    rows: list[dict[str, Any]] = [
+def new_tickets(order: Order, items: Sequence[OrderItem], *, now: datetime) -> list[dict[str, Any]]:
+    """The rows of a paid order's tickets, one valid ticket per item, to insert with `INSERT_TICKETS`
+    in the caller's transaction. The unique index on (seat, valid) makes a double sale impossible."""
+    return [
         {
             "id": new_id("tkt"),
             "order_id": order.id,
@@ -53,14 +51,9 @@ async def issue_tickets(
         }
         for item in items
     ]
-    if rows:
-        # Core, one executemany of uniform rows (the ORM's bulk INSERT splits rows by which values are
-        # None: a seat ticket and a general-admission one were two statements).
-        await (await session.connection()).execute(_INSERT_TICKETS, rows)
-    return [Ticket(**row) for row in rows]
 
 
-_INSERT_TICKETS = insert(Ticket)
+INSERT_TICKETS = insert(Ticket)
 
 
 def ticket_code(keys: KeyRing, ticket: Ticket) -> str:

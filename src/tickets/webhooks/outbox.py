@@ -15,17 +15,21 @@ from tickets.webhooks.models import OutboxEvent
 EVENT_TYPES = ("order.paid", "order.refunded", "order.expired", "ticket.checked_in", "gala.sold_out")
 
 
-async def emit(
-    session: AsyncSession, event_type: str, *, gala_id: str | None, data: dict[str, Any], now: datetime | None = None
-) -> OutboxEvent:
-    """Record an event; it is delivered only if the caller's transaction commits."""
+def event_row(event_type: str, *, gala_id: str | None, data: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """An event's outbox row, to insert with `INSERT` in the caller's transaction."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type}")
-    event = OutboxEvent(id=new_id("evt"), type=event_type, gala_id=gala_id, data=data, created_at=now or utc_now())
+    return OutboxEvent(id=new_id("evt"), type=event_type, gala_id=gala_id, data=data, created_at=now).model_dump()
+
+
+async def emit(
+    session: AsyncSession, event_type: str, *, gala_id: str | None, data: dict[str, Any], now: datetime | None = None
+) -> None:
+    """Record an event; it is delivered only if the caller's transaction commits."""
+    row = event_row(event_type, gala_id=gala_id, data=data, now=now or utc_now())
     # A Core INSERT on the transaction's connection, not `session.add`: no unit-of-work flush for a
     # row nothing reads back in this transaction (a check-in or a sale writes one on the hot path).
-    await (await session.connection()).execute(_INSERT, event.model_dump())
-    return event
+    await (await session.connection()).execute(INSERT, row)
 
 
-_INSERT = insert(OutboxEvent)
+INSERT = insert(OutboxEvent)

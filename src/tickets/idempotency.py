@@ -122,13 +122,18 @@ async def _store_refusal(
                 "request_hash": request_hash,
                 "state": "done",
                 "status_code": exc.status,
-                "response_body": bytes(problem_from_error(request, exc).body).decode(),
+                "response_body": _problem_body(request, exc),
                 "created_at": utc_now(),
             },
         )
     except IntegrityError:
         return False
     return True
+
+
+def _problem_body(request: Request, exc: ProblemError) -> str:
+    """The problem document of a refusal, as it is stored for replays."""
+    return bytes(problem_from_error(request, exc).body).decode()
 
 
 async def _forget(db: Database, record_id: str) -> None:
@@ -189,10 +194,9 @@ async def run(
         if _retryable(exc.status) or isinstance(exc, Busy):
             await _forget(db, record_id)
         else:
-            response = problem_from_error(request, exc)
             await db.write_alone(
                 _FINISH,
-                {"record_id": record_id, "answer_status": exc.status, "answer_body": bytes(response.body).decode()},
+                {"record_id": record_id, "answer_status": exc.status, "answer_body": _problem_body(request, exc)},
             )
         raise
     except BaseException:

@@ -153,21 +153,20 @@ async def create_order(
     client_ip = request.client.host if request.client else "unknown"
     await request.app.state.rate_limiter.check("orders", client_ip, settings.orders_limit)
 
-    plans: list[orders_service.Plan] = []
+    plan: orders_service.Plan | None = None  # read by `refusal`, then reused by `handler`
 
     async def refusal() -> None:
         # Rules, prices and inventory read from the committed state, with no lock and no transaction:
         # most of a sell-out's orders are refused here, without making any buyer wait.
+        nonlocal plan
         async with db.glances() as glance:
             now = utc_now()
             plan = await orders_service.plan_order(glance, body, settings=settings, now=now)
             if not settings.unsafe_naive_holds:
                 await orders_service.refuse_if_taken(glance, plan, now=now)
-        plans.append(plan)
 
     async def handler() -> OrderRead:
         now = utc_now()
-        plan = plans[0] if plans else None
         order, items = await orders_service.place_order(session, body, settings=settings, now=now, plan=plan)
         if order.payment_provider == PaymentProvider.stripe:
             await session.commit()  # release the seat locks before the network call

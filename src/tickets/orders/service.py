@@ -581,7 +581,8 @@ async def place_order(
         )
         for i, line in enumerate(plan.lines)
     ]
-    if plan.gala.sold_out_at is None:  # (after the hold, which is all this looks at)
+    # The sold-out probe reads only seats, which the hold has written: it needs none of the rows below.
+    if plan.gala.sold_out_at is None:
         await _note_if_sold_out(session, plan.gala, now=now)
     # Written as Core INSERTs, no unit-of-work flush: with the tickets, mail and event of an order paid
     # at once, in one round trip on PostgreSQL. The order then joins the session as a persistent
@@ -662,7 +663,9 @@ async def _issue(
     tickets = ticket_service.new_tickets(order, items, now=now)
     # The buyer's and guests' emails: queued here, so they exist if and only if the payment commits.
     title = gala_title or await mail_outbox.title_of_gala(session, order.gala_id)
-    mail = mail_outbox.paid_order_mail(order, [Ticket(**row) for row in tickets], now=now, gala_title=title)
+    # (Ticket objects only for the tickets with a guest's address: the others get no mail of their own.)
+    guests = [Ticket(**row) for row in tickets if row["attendee_email"]]
+    mail = mail_outbox.paid_order_mail(order, guests, now=now, gala_title=title)
     event = outbox.event_row("order.paid", gala_id=order.gala_id, data=order_event_data(order, len(items)), now=now)
     dialect = (await session.connection()).dialect.name
     await insert_all(

@@ -703,12 +703,7 @@ async def test_a_scan_survives_a_dropped_database_connection(tmp_path: Any) -> N
             a1, a2, a3 = sorted((await buy(client, g, "A1", "A2", "A3"))["tickets"], key=lambda t: t["seat_label"])
             assert (await scan_ok(client, admin, gala_id, a1["code"]))["result"] == "admitted"
 
-            with psycopg.connect(psycopg_url(url), autocommit=True) as conn:
-                dropped = conn.execute(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                ).fetchone()
-            assert dropped is not None and dropped[0] >= 1
+            assert drop_connections(url) >= 1
 
             for ticket in (a2, a3):
                 assert (await scan_ok(client, admin, gala_id, ticket["code"]))["result"] == "admitted"
@@ -717,3 +712,55 @@ async def test_a_scan_survives_a_dropped_database_connection(tmp_path: Any) -> N
             async with app.state.db.read_sessions() as s:
                 counted = (await s.execute(select(Scan).where(col(Scan.gala_id) == gala_id, col(Scan.counted)))).all()
             assert len(counted) == 3
+
+
+def drop_connections(url: str) -> int:
+    """Terminate every other backend of the scratch database, as a server restart would."""
+    with psycopg.connect(psycopg_url(url), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+async def test_staff_and_public_requests_survive_dropped_database_connections(tmp_path: Any) -> None:
+    """After the database dropped every pooled connection, the next requests go through on fresh ones: a
+    connection the driver already knows is closed is replaced at checkout, and the API key lookup (no key
+    cache here, so every request reads it) repeats itself. A connection that dies unnoticed fails its
+    request with a retryable 503 that wrote nothing, never a 500; the retry goes through.
+    (PostgreSQL in both runs of the suite.)"""
+    server = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    with scratch_database(server, tmp_path) as url:
+        upgrade_to_head(url)
+        settings = make_settings(url, tmp_path, db_pool_size=2, api_key_cache_seconds=0)
+        async with running_app(settings) as app, asgi_client(app) as client:
+            async with app.state.db.sessions() as session:
+                _, plain = await auth_service.create_api_key(session, name="root", role=Role.admin)
+                await session.commit()
+            admin = {"Authorization": f"Bearer {plain}"}
+            g = await door_gala(client, admin)
+            gala_id = g["gala"]["id"]
+
+            assert drop_connections(url) >= 1
+            r = await client.get(f"/v1/galas/{gala_id}", headers=admin)
+            assert r.status_code == 200, r.text
+
+            assert drop_connections(url) >= 1
+            await asyncio.sleep(0.2)  # time for the event loop to hear the server close the sockets
+            order = await buy(client, g, "A1")
+            assert [t["seat_label"] for t in order["tickets"]] == ["A1"]
+
+            # No pause: the pooled connection is dead but nobody has noticed yet.
+            assert drop_connections(url) >= 1
+            item = {"ticket_type_id": g["vip"]["id"], "seat_id": g["seats"]["A2"], "attendee_name": "Guest A2"}
+            body, key = order_body(gala_id, [item]), {"Idempotency-Key": uuid.uuid4().hex}
+            answers = [await client.post("/v1/orders", json=body, headers=key)]
+            if answers[0].status_code == 503:
+                assert answers[0].json()["code"] == "database_unavailable"
+                assert answers[0].headers["Retry-After"] == "1"
+                answers.append(await client.post("/v1/orders", json=body, headers=key))
+            assert answers[-1].status_code == 201 and answers[-1].json()["status"] == "paid", answers[-1].text
+            assert all(a.status_code != 500 for a in answers)
+            stats = (await client.get(f"/v1/galas/{gala_id}/checkin-stats", headers=admin)).json()
+            assert stats["expected"] == 2

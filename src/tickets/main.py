@@ -169,14 +169,16 @@ _PROBLEM_CONTENT = {"application/problem+json": {"schema": {"$ref": "#/component
 
 def _document_common_problems(schema: dict[str, object]) -> None:
     """Problems any operation of a kind can return, documented once here instead of on every route:
-    a wrong key (401) anywhere under /v1, a malformed or oversized body where there is a body, and
-    contention (409 `busy`) on every write."""
+    a wrong key (401) anywhere under /v1, a malformed or oversized body where there is a body,
+    contention (409 `busy`) on every write, and a lost database connection (503) on every /v1 route."""
     paths = schema.get("paths")
     assert isinstance(paths, dict)
     for path, operations in paths.items():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             common: dict[str, str] = {}
+            if path.startswith("/v1/"):
+                common["503"] = "`database_unavailable` (the database connection was lost; retry after `Retry-After` s)"
             if path.startswith("/v1/") and path != "/v1/payments/stripe/webhook":
                 common["401"] = "`invalid_api_key` (a wrong, revoked or expired key, on every route)"
             if "requestBody" in operation:

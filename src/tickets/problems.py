@@ -99,6 +99,19 @@ class InternalError(ProblemError):
     status, code, title = 500, "internal_error", "Internal server error"
 
 
+class DatabaseUnavailable(ProblemError):
+    """The database dropped the connection under a request (a restart, a failover, a proxy's idle timeout).
+
+    The request's transaction went with the connection (unless it died while committing); the pool has
+    discarded its connections, so a retry runs on fresh ones."""
+
+    status, code, title = 503, "database_unavailable", "Database unavailable, retry shortly"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1, **extensions: Any) -> None:
+        super().__init__(detail or "The database connection was lost; retry after a short pause.", **extensions)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class ErrorItem(BaseModel):
     loc: list[str | int]
     msg: str
@@ -246,9 +259,18 @@ def is_contention(exc: BaseException) -> bool:
 _BAD_TEXT_SQLSTATES = {"22021", "22P05"}
 
 
+def is_disconnect(exc: BaseException) -> bool:
+    """True when the statement failed because the connection died under it (SQLAlchemy has then
+    invalidated the pool): a retry on a fresh connection will most likely go through."""
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
 async def _db_handler(request: Request, exc: Exception) -> Response:
     if is_contention(exc):
         return problem_from_error(request, Busy())
+    if is_disconnect(exc):
+        log.warning("database connection lost on %s %s", request.method, request.url.path)
+        return problem_from_error(request, DatabaseUnavailable())
     orig = getattr(exc, "orig", None)
     if (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) in _BAD_TEXT_SQLSTATES:
         return problem_from_error(

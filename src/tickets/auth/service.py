@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, select
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -156,8 +157,16 @@ async def resolve_key_cached(db: Database, cache: KeyCache, plain: str, *, now: 
     if principal is not None:
         return principal
     generation = cache.generation
-    async with db.read_sessions() as session:
-        row = await _key_row(session, digest)
+    try:
+        async with db.read_sessions() as session:
+            row = await _key_row(session, digest)
+    except DBAPIError as exc:
+        # A connection that died in the pool (a database restart) fails once; the pool has been
+        # invalidated by then, and this read is safe to repeat on a fresh connection.
+        if not exc.connection_invalidated:
+            raise
+        async with db.read_sessions() as session:
+            row = await _key_row(session, digest)
     principal = _principal(row, now=now)
     if principal is not None and row is not None:
         cache.put(digest, principal, expires_at=row.expires_at, generation=generation)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
@@ -21,6 +22,14 @@ from tickets.config import Settings
 from tickets.main import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+async def start_of_a_rate_window(seconds: int = 3600, needed: float = 30) -> None:
+    """Rate limits count in fixed windows (whole hours for an hourly limit): wait for the next window when
+    fewer than `needed` seconds are left in this one, so that a test's requests all fall into one."""
+    left = seconds - time.time() % seconds
+    if left < needed:
+        await asyncio.sleep(left + 0.5)
 
 
 @asynccontextmanager

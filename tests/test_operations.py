@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from tests.conftest import make_settings
 from tests.factories import add_general, add_ticket_type, create_gala, order_body, publish
-from tests.support import app_client
+from tests.support import app_client, start_of_a_rate_window
 from tickets.config import Settings
 
 BODY_EXAMPLES = [
@@ -60,7 +60,7 @@ async def limited(settings: Settings) -> Any:
     s = make_settings(
         settings.database_url,
         settings.data_dir,
-        rate_limit_orders="3/minute",
+        rate_limit_orders="3/hour",
         cors_origins="https://tickets.example.org",
     )
     async with app_client(s, "http://limited") as c:
@@ -73,6 +73,7 @@ async def test_order_rate_limit_and_cors(limited: httpx.AsyncClient, admin: dict
     tier = await add_ticket_type(limited, admin, gala["id"], [floor["id"]], price_amount=0)
     await publish(limited, admin, gala["id"])
     body = order_body(gala["id"], [{"ticket_type_id": tier["id"], "quantity": 1}])
+    await start_of_a_rate_window()
     codes = [(await limited.post("/v1/orders", json=body)).status_code for _ in range(3)]
     assert codes == [201, 201, 201]
     r = await limited.post("/v1/orders", json=body)
@@ -102,7 +103,7 @@ async def test_order_rate_limit_is_shared_through_redis(settings: Settings, admi
     await store.flushdb()  # database 15 belongs to the tests
     await store.aclose()
     s = make_settings(
-        settings.database_url, settings.data_dir, rate_limit_orders="4/minute", rate_limit_storage_url=REDIS_URL
+        settings.database_url, settings.data_dir, rate_limit_orders="4/hour", rate_limit_storage_url=REDIS_URL
     )
     async with app_client(s) as one, app_client(s) as two:
         gala = await create_gala(one, admin)
@@ -110,6 +111,7 @@ async def test_order_rate_limit_is_shared_through_redis(settings: Settings, admi
         tier = await add_ticket_type(one, admin, gala["id"], [floor["id"]], price_amount=0)
         await publish(one, admin, gala["id"])
         body = order_body(gala["id"], [{"ticket_type_id": tier["id"], "quantity": 1}])
+        await start_of_a_rate_window()
         codes = [(await c.post("/v1/orders", json=body)).status_code for c in (one, two, one, two)]
         assert codes == [201, 201, 201, 201]
         for c in (one, two):  # each instance alone has seen only two: the shared count refuses both

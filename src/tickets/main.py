@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -203,4 +204,17 @@ def app_factory() -> FastAPI:
     """Entry point for uvicorn workers (`tickets.main:app_factory`, factory mode)."""
     settings = get_settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    tune_garbage_collector()
+    return app
+
+
+def tune_garbage_collector() -> None:
+    """For a serving process: what was loaded at start-up (modules, routes, schemas) is kept out of
+    every later collection, and young collections run every 10,000 allocations instead of 700. A
+    request allocates a few thousand objects and frees nearly all of them by reference counting; the
+    default threshold ran a collection every few requests, each walking objects that live for the
+    whole process."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)

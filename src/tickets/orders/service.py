@@ -214,7 +214,7 @@ async def _expand_tables(session: AsyncSession, plan: Plan, tables: dict[str, li
         .order_by(col(Seat.position))
     )
     by_table: dict[str, list[tuple[str, str]]] = {}
-    for seat_id, table, section_id in rows.tuples():
+    for seat_id, table, section_id in rows:
         by_table.setdefault(table, []).append((seat_id, section_id))
     for table, requests in tables.items():
         for index, tt in requests:
@@ -290,7 +290,7 @@ async def promo_uses(session: AsyncSession, promo_ids: Sequence[str], *, now: da
         )
         .group_by(col(Order.promo_code_id))
     )
-    return {pid: n for pid, n in rows.tuples() if pid is not None}
+    return {pid: n for pid, n in rows if pid is not None}
 
 
 async def _take_promo(session: AsyncSession, plan: Plan, code: str, *, now: datetime) -> None:
@@ -452,7 +452,7 @@ async def refuse_if_taken(session: AsyncSession, plan: Plan, *, now: datetime) -
     if seat_lines:
         rows = await conn.execute(_SEAT_STATE, {"ids": sorted(seat_lines), "gala_id": plan.gala.id, "now": now})
         state: dict[str, tuple[str | None, str, bool]] = {
-            sid: (label, section_id, bool(free)) for sid, label, section_id, free in rows.tuples()
+            sid: (label, section_id, bool(free)) for sid, label, section_id, free in rows
         }
         unavailable: list[dict[str, str | None]] = []
         for sid in sorted(seat_lines):

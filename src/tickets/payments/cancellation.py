@@ -104,17 +104,13 @@ async def _record_progress(db: Database, gala_id: str, *, last_error: str | None
         if job is None:
             return None
         refunds = (
-            (
-                await session.execute(
-                    select(col(Refund.status), func.count(), func.coalesce(func.sum(col(Refund.amount)), 0))
-                    .join(Order, col(Order.id) == col(Refund.order_id))
-                    .where(col(Order.gala_id) == gala_id, col(Refund.kind) == RefundKind.gala_cancelled)
-                    .group_by(col(Refund.status))
-                )
+            await session.execute(
+                select(col(Refund.status), func.count(), func.coalesce(func.sum(col(Refund.amount)), 0))
+                .join(Order, col(Order.id) == col(Refund.order_id))
+                .where(col(Order.gala_id) == gala_id, col(Refund.kind) == RefundKind.gala_cancelled)
+                .group_by(col(Refund.status))
             )
-            .tuples()
-            .all()
-        )
+        ).all()
         by_status = {status: (n, amount) for status, n, amount in refunds}
         job.orders_refunded = by_status.get(RefundStatus.succeeded, (0, 0))[0]
         job.refunded_amount = int(by_status.get(RefundStatus.succeeded, (0, 0))[1])

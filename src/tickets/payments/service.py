@@ -537,7 +537,7 @@ async def void_tickets(
         stmt = stmt.where(col(Ticket.gala_id) == gala_id)
     if ticket_ids is not None:
         stmt = stmt.where(col(Ticket.id).in_(list(ticket_ids)))
-    rows = (await session.execute(stmt)).tuples().all()
+    rows = (await session.execute(stmt)).all()
     if not rows:
         return 0
     ids = [tid for tid, _ in rows]

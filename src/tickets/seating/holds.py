@@ -124,10 +124,10 @@ async def hold_seats(
             )
         )
         result = SeatHold()
-        for sid, label, section_id, was_held in rows.tuples():
+        for sid, label, section_id, was_held in rows:
             (result.held if was_held else result.refused)[sid] = (label, section_id)
         return result
-    held = {sid: (label, section_id) for sid, label, section_id in (await conn.execute(update_stmt)).tuples()}
+    held = {sid: (label, section_id) for sid, label, section_id in await conn.execute(update_stmt)}
     return SeatHold(held, await _refused(session, gala_id, [sid for sid in ids if sid not in held]))
 
 
@@ -140,7 +140,7 @@ async def _refused(session: AsyncSession, gala_id: str, seat_ids: list[str]) -> 
             col(Seat.id).in_(seat_ids), col(Seat.gala_id) == gala_id
         )
     )
-    return {sid: (label, section_id) for sid, label, section_id in rows.tuples()}
+    return {sid: (label, section_id) for sid, label, section_id in rows}
 
 
 def _group_by_sections(seats: Mapping[str, tuple[str, Sequence[str]]]) -> dict[tuple[str, ...], list[str]]:
@@ -272,7 +272,7 @@ async def _naive_hold(
             free_clause(now, include_blocked=include_blocked),
         )
     )
-    free = {sid: (label, section) for sid, label, section in rows.tuples() if section in seats[sid][1]}
+    free = {sid: (label, section) for sid, label, section in rows if section in seats[sid][1]}
     await session.commit()  # the check and the write in separate transactions: the classic race
     for sid in free:
         await session.execute(

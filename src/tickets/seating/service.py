@@ -183,7 +183,7 @@ async def _available_by_section(session: AsyncSession, gala_id: str, now: dateti
         .where(col(Seat.gala_id) == gala_id, free_clause(now))
         .group_by(col(Seat.section_id))
     )
-    return dict(rows.tuples().all())
+    return dict(rows.all())
 
 
 def section_read(section: Section, available: int) -> SectionRead:
@@ -384,7 +384,7 @@ async def _ticket_types_using(session: AsyncSession, gala_id: str, section_id: s
     rows = await session.execute(
         select(col(TicketType.id), col(TicketType.section_ids)).where(col(TicketType.gala_id) == gala_id)
     )
-    return [tt_id for tt_id, section_ids in rows.tuples() if section_id in section_ids]
+    return [tt_id for tt_id, section_ids in rows if section_id in section_ids]
 
 
 async def _has_history(session: AsyncSession, where: ColumnElement[bool]) -> bool:

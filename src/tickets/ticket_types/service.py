@@ -78,7 +78,7 @@ async def used_by_type(session: AsyncSession, ticket_type_ids: Sequence[str], *,
         .where(col(Seat.ticket_type_id).in_(ticket_type_ids), live_clause(now))
         .group_by(col(Seat.ticket_type_id))
     )
-    return {tt_id: n for tt_id, n in rows.tuples() if tt_id is not None}
+    return {tt_id: n for tt_id, n in rows if tt_id is not None}
 
 
 async def _reads(
@@ -89,7 +89,7 @@ async def _reads(
         .where(col(Seat.gala_id) == gala.id, free_clause(now))
         .group_by(col(Seat.section_id))
     )
-    free = dict(free_rows.tuples().all())
+    free = dict(free_rows.all())
     used = await used_by_type(session, [t.id for t in tts if t.quota is not None], now=now)
     out = []
     for tt in tts:

@@ -11,18 +11,22 @@ lock wait becomes a retryable `409 busy` instead of an open-ended stall.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, Insert, bindparam, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -39,6 +43,7 @@ SQLModel.metadata.naming_convention = {
 }
 
 READ_ONLY = "tickets_read_only"
+T = TypeVar("T")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -143,14 +148,102 @@ class Database:
     async def write_alone(self, statement: Executable, params: dict[str, Any] | None = None) -> int:
         """Run one write statement in a transaction of its own, committed at once; returns its rowcount.
 
-        On PostgreSQL it runs in autocommit mode: one round trip instead of three (BEGIN, the statement,
-        COMMIT), and a single statement is atomic anyway. SQLite keeps its `BEGIN IMMEDIATE`."""
+        On PostgreSQL it runs in autocommit mode on the driver itself (`on_driver`): one round trip
+        instead of three (BEGIN, the statement, COMMIT), a single statement being atomic anyway, and
+        none of SQLAlchemy's per-execution work. A constraint violation is still SQLAlchemy's
+        IntegrityError, and a lock timeout its DBAPIError, as from a session. SQLite keeps its
+        `BEGIN IMMEDIATE`."""
         if self.is_sqlite:
             async with self.engine.begin() as conn:
                 return int((await conn.execute(statement, params)).rowcount)
-        async with self.engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return int((await conn.execute(statement, params)).rowcount)
+        sql, args = driver_call(statement, self.engine.dialect, params or {})
+        status = await self._on_driver_translated(sql, args, lambda conn: conn.execute(sql, *args))
+        return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 1", "UPDATE 1", "DELETE 0"
+
+    async def glance(self, statement: Executable, params: dict[str, Any]) -> list[Sequence[Any]]:
+        """The rows of one read statement, from the latest committed state, outside any transaction
+        (see `glances`). On PostgreSQL it runs on the driver itself, as `write_alone` does."""
+        if self.is_sqlite:
+            async with self.glances() as session:
+                return list((await session.execute(statement, params)).all())
+        sql, args = driver_call(statement, self.engine.dialect, params)
+        return list(await self._on_driver_translated(sql, args, lambda conn: conn.fetch(sql, *args)))
+
+    async def _on_driver_translated(
+        self, sql: str, args: Sequence[Any], work: Callable[[asyncpg.Connection], Awaitable[T]]
+    ) -> T:
+        try:
+            return await self.on_driver(work)
+        except asyncpg.exceptions.PostgresError as exc:
+            if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
+                raise IntegrityError(sql, tuple(args), exc) from exc
+            raise DBAPIError(sql, tuple(args), exc) from exc
+
+    async def on_driver(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """PostgreSQL: run `work` on the asyncpg connection of a pooled connection, in autocommit (no
+        transaction is open on it). A pooled connection found dead (the server restarted, a proxy dropped
+        it) is discarded and `work` run again on the next one, until a fresh connection is reached: `work`
+        must be safe to run twice (a statement may have been carried out before its connection died)."""
+        attempts = self._retry_attempts
+        for attempt in range(1, attempts + 1):
+            async with self.engine.connect() as conn:
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert driver is not None
+                try:
+                    return await work(driver)
+                except Exception as exc:
+                    if not _connection_lost(exc):
+                        raise
+                    # SQLAlchemy would invalidate it had it run the statement; here it is told so.
+                    await conn.invalidate()
+                    if attempt == attempts:
+                        raise
+        raise AssertionError("unreachable")
+
+    @property
+    def _retry_attempts(self) -> int:
+        # enough tries to get past every pooled connection a server restart left dead
+        pool = self.engine.pool
+        return pool.size() + 1 if isinstance(pool, QueuePool) else 2
+
+
+def _connection_lost(exc: Exception) -> bool:
+    """The connection, not the statement, failed: closed, dropped, the server shutting the session down
+    (SQLSTATE classes 08 and 57P), or the driver left mid-operation by such a failure."""
+    if isinstance(exc, asyncpg.exceptions.PostgresError):
+        return isinstance(exc, asyncpg.exceptions.PostgresConnectionError) or str(exc.sqlstate).startswith("57P")
+    return isinstance(exc, asyncpg.exceptions.InterfaceError | asyncpg.exceptions.InternalClientError | OSError)
+
+
+@lru_cache(maxsize=256)
+def _compiled_for_driver(
+    statement: Executable, dialect: Dialect, column_keys: tuple[str, ...] | None
+) -> tuple[SQLCompiler, dict[str, Any]]:
+    """`statement` compiled once for `dialect` (`column_keys`: the columns an INSERT is given), with
+    the bind processing of each of its parameters."""
+    assert isinstance(statement, ClauseElement)
+    compiled = statement.compile(dialect=dialect, column_keys=list(column_keys) if column_keys else None)
+    assert isinstance(compiled, SQLCompiler)
+    processors: dict[str, Any] = {}
+    for name, bind in compiled.binds.items():
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            processors[name] = process
+    return compiled, processors
+
+
+def driver_call(statement: Executable, dialect: Dialect, params: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The SQL text and positional arguments that run `statement` with `params` on the driver itself:
+    what SQLAlchemy would send, without its per-execution work. Lists bound to expanding parameters
+    (`IN`) are spread out, as SQLAlchemy does."""
+    keys = tuple(sorted(params)) if isinstance(statement, Insert) else None
+    compiled, processors = _compiled_for_driver(statement, dialect, keys)
+    state = compiled.construct_expanded_state(params)
+    processors = {**processors, **state.processors} if state.processors else processors
+    return state.statement, [
+        processors[name](value) if name in processors else value
+        for name, value in zip(state.positiontup or (), state.positional_parameters, strict=True)
+    ]
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -33,7 +33,6 @@ import asyncpg
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.pool import QueuePool
 from sqlmodel import col
 
 from tickets.checkin.models import Scan, ScanResult, ScanSource
@@ -175,42 +174,22 @@ RETURNING scan_id
 """
 
 
-def _connection_lost(exc: Exception) -> bool:
-    """The connection, not the statement, failed: closed, dropped, the server shutting the session down
-    (SQLSTATE classes 08 and 57P), or the driver left mid-operation by such a failure."""
-    if isinstance(exc, asyncpg.exceptions.PostgresError):
-        return isinstance(exc, asyncpg.exceptions.PostgresConnectionError) or str(exc.sqlstate).startswith("57P")
-    return isinstance(exc, asyncpg.exceptions.InterfaceError | asyncpg.exceptions.InternalClientError | OSError)
-
-
 class PostgresScanStore:
     def __init__(self, db: Database) -> None:
-        self._engine = db.engine
-        # enough tries to get past every pooled connection a server restart left dead
-        self._attempts = db.engine.pool.size() + 1 if isinstance(db.engine.pool, QueuePool) else 2
+        self._db = db
 
     async def _run(self, sql: str, *args: Any, many: bool = False) -> Any:
-        """One statement on a pooled connection, in autocommit (no transaction is open on it). A pooled
-        connection found dead (the server restarted, a proxy dropped it) is discarded and the statement
-        sent again on the next one, until a fresh connection is reached: every statement here may run twice
-        (a scan that was logged before its connection died finds its log row and is answered from it)."""
-        attempts = self._attempts
-        for attempt in range(1, attempts + 1):
-            async with self._engine.connect() as conn:
-                driver = (await conn.get_raw_connection()).driver_connection
-                assert driver is not None
-                try:
-                    return await (driver.fetch(sql, *args) if many else driver.fetchrow(sql, *args))
-                except Exception as exc:
-                    if not _connection_lost(exc):
-                        if getattr(exc, "sqlstate", None) in RETRYABLE_SQLSTATES:
-                            raise Busy("The ticket is changing; scan again.") from exc
-                        raise
-                    # SQLAlchemy would invalidate it had it run the statement; here it is told so.
-                    await conn.invalidate()
-                    if attempt == attempts:
-                        raise
-        raise AssertionError("unreachable")
+        """One statement on the driver, in autocommit, through `Database.on_driver` (which gets past
+        connections a restart left dead: every statement here may run twice; a scan that was logged before
+        its connection died finds its log row and is answered from it)."""
+        try:
+            return await self._db.on_driver(
+                lambda driver: driver.fetch(sql, *args) if many else driver.fetchrow(sql, *args)
+            )
+        except asyncpg.exceptions.PostgresError as exc:
+            if exc.sqlstate in RETRYABLE_SQLSTATES:
+                raise Busy("The ticket is changing; scan again.") from exc
+            raise
 
     async def look(self, *, gala_id: str, scan_id: str, ticket_id: str | None) -> Look:
         row = await self._run(_PG_LOOK, gala_id, scan_id, ticket_id)

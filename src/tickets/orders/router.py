@@ -162,8 +162,8 @@ async def create_order(
         async with db.glances() as glance:
             now = utc_now()
             plan = await orders_service.plan_order(glance, body, settings=settings, now=now)
-            if not settings.unsafe_naive_holds:
-                await orders_service.refuse_if_taken(glance, plan, now=now)
+        if not settings.unsafe_naive_holds:
+            await orders_service.refuse_if_taken(db, plan, now=now)
 
     async def handler() -> OrderRead:
         now = utc_now()

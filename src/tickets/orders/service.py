@@ -436,7 +436,7 @@ def _free_places() -> Select[int]:
 _FREE_PLACES = _free_places()
 
 
-async def refuse_if_taken(session: AsyncSession, plan: Plan, *, now: datetime) -> None:
+async def refuse_if_taken(db: Database, plan: Plan, *, now: datetime) -> None:
     """Refuse a public order at once when what it asks for is already taken in the committed state,
     with the very answer the hold would give, and without taking a lock.
 
@@ -447,10 +447,9 @@ async def refuse_if_taken(session: AsyncSession, plan: Plan, *, now: datetime) -
     limit, quotas, areas shared between lines) is left to the hold, and so is everything that looks free."""
     if plan.promo is not None and plan.promo.max_uses is not None:
         return  # the promo code's limit is checked before the hold, and may refuse first
-    conn = await session.connection()
     seat_lines = {line.seat_id: line for line in plan.lines if line.seat_id is not None}
     if seat_lines:
-        rows = await conn.execute(_SEAT_STATE, {"ids": sorted(seat_lines), "gala_id": plan.gala.id, "now": now})
+        rows = await db.glance(_SEAT_STATE, {"ids": sorted(seat_lines), "gala_id": plan.gala.id, "now": now})
         state: dict[str, tuple[str | None, str, bool]] = {
             sid: (label, section_id, bool(free)) for sid, label, section_id, free in rows
         }
@@ -471,7 +470,7 @@ async def refuse_if_taken(session: AsyncSession, plan: Plan, *, now: datetime) -
     sold_out: list[dict[str, str]] = []
     for (tt, section_id, lines), sections in zip(plan.general, areas, strict=True):
         params = {"sections": sections, "count": len(lines), "now": now}
-        if (await conn.execute(_FREE_PLACES, params)).scalar_one() < len(lines):
+        if (await db.glance(_FREE_PLACES, params))[0][0] < len(lines):
             sold_out.append({"section_id": section_id} if section_id else {"ticket_type_id": tt.id})
     if sold_out:
         raise _sold_out(sold_out)

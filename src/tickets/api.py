@@ -14,18 +14,21 @@ from tickets.ticket_types.router import router as ticket_types_router
 from tickets.tickets.router import router as tickets_router
 from tickets.webhooks.router import router as webhooks_router
 
-api_router = APIRouter(prefix="/v1")
-# The hot paths first: a request is matched against the routes in this order, one by one (no route here
-# shadows another, so the order changes nothing else).
-api_router.include_router(checkin_router)
-api_router.include_router(orders_router)
-api_router.include_router(galas_router)
-api_router.include_router(seating_router)
-api_router.include_router(ticket_types_router)
-api_router.include_router(promo_router)
-api_router.include_router(comp_router)
-api_router.include_router(tickets_router)
-api_router.include_router(payments_router)
-api_router.include_router(api_keys_router)
-api_router.include_router(webhooks_router)
-api_router.include_router(reports_router)
+API_PREFIX = "/v1"
+# Each is included in the app itself under API_PREFIX, the hot paths first: a request is matched against
+# the routers in this order, and each router nested in another costs one more round of matching per
+# request (no route here shadows another, so the order changes nothing else).
+API_ROUTERS: list[APIRouter] = [
+    checkin_router,
+    orders_router,
+    galas_router,
+    seating_router,
+    ticket_types_router,
+    promo_router,
+    comp_router,
+    tickets_router,
+    payments_router,
+    api_keys_router,
+    webhooks_router,
+    reports_router,
+]

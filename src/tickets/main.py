@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from tickets import __version__
-from tickets.api import api_router
+from tickets.api import API_PREFIX, API_ROUTERS
 from tickets.auth import revocations
 from tickets.auth.service import KeyCache
 from tickets.checkin.service import DoorCache
@@ -124,10 +124,11 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Fa
     app.state.rate_limiter = RateLimiter(settings.rate_limit_storage_url)
 
     register_problem_handlers(app)
+    for router in API_ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
     app.include_router(health_router)
     app.include_router(door_router)
     app.include_router(metrics_router)
-    app.include_router(api_router)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

@@ -22,7 +22,7 @@ from fastapi import Depends, Request
 from sqlalchemy import DateTime, Insert, bindparam, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -156,7 +156,7 @@ class Database:
         if self.is_sqlite:
             async with self.engine.begin() as conn:
                 return int((await conn.execute(statement, params)).rowcount)
-        sql, args = driver_call(statement, self.engine.dialect, params or {})
+        sql, args, _ = _driver_call(statement, self.engine.dialect, params or {})
         status = await self._on_driver_translated(sql, args, lambda conn: conn.execute(sql, *args))
         return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 1", "UPDATE 1", "DELETE 0"
 
@@ -166,18 +166,19 @@ class Database:
         if self.is_sqlite:
             async with self.glances() as session:
                 return list((await session.execute(statement, params)).all())
-        sql, args = driver_call(statement, self.engine.dialect, params)
-        return list(await self._on_driver_translated(sql, args, lambda conn: conn.fetch(sql, *args)))
+        sql, args, prepared = _driver_call(statement, self.engine.dialect, params)
+        return _rows(await self._on_driver_translated(sql, args, lambda conn: conn.fetch(sql, *args)), prepared)
 
     async def _on_driver_translated(
         self, sql: str, args: Sequence[Any], work: Callable[[asyncpg.Connection], Awaitable[T]]
     ) -> T:
         try:
             return await self.on_driver(work)
-        except asyncpg.exceptions.PostgresError as exc:
-            if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
-                raise IntegrityError(sql, tuple(args), exc) from exc
-            raise DBAPIError(sql, tuple(args), exc) from exc
+        except Exception as exc:
+            translated = _translated(exc, sql, args)
+            if translated is exc:
+                raise
+            raise translated from exc
 
     async def on_driver(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """PostgreSQL: run `work` on the asyncpg connection of a pooled connection, in autocommit (no
@@ -207,6 +208,19 @@ class Database:
         return pool.size() + 1 if isinstance(pool, QueuePool) else 2
 
 
+def _translated(exc: Exception, sql: str, args: Sequence[Any]) -> Exception:
+    """A driver's error as SQLAlchemy would have raised it, so that the app answers it the same way: a
+    constraint violation is an IntegrityError, a lost connection a DBAPIError that says so (503), any other
+    database error a DBAPIError (a lock timeout: 409 busy)."""
+    if _connection_lost(exc):
+        return DBAPIError(sql, tuple(args), exc, connection_invalidated=True)
+    if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
+        return IntegrityError(sql, tuple(args), exc)
+    if isinstance(exc, asyncpg.exceptions.PostgresError):
+        return DBAPIError(sql, tuple(args), exc)
+    return exc
+
+
 def _connection_lost(exc: Exception) -> bool:
     """The connection, not the statement, failed: closed, dropped, the server shutting the session down
     (SQLSTATE classes 08 and 57P), or the driver left mid-operation by such a failure."""
@@ -215,35 +229,79 @@ def _connection_lost(exc: Exception) -> bool:
     return isinstance(exc, asyncpg.exceptions.InterfaceError | asyncpg.exceptions.InternalClientError | OSError)
 
 
+@dataclass(frozen=True)
+class _ForDriver:
+    """A statement compiled once for one dialect, with the type processing SQLAlchemy would apply."""
+
+    compiled: SQLCompiler
+    binds: dict[str, Any]  # bind parameter name -> bind processor (only those that have one)
+    columns: tuple[tuple[int, Any], ...]  # (position, result processor) of each selected column that has one
+
+
 @lru_cache(maxsize=256)
-def _compiled_for_driver(
-    statement: Executable, dialect: Dialect, column_keys: tuple[str, ...] | None
-) -> tuple[SQLCompiler, dict[str, Any]]:
-    """`statement` compiled once for `dialect` (`column_keys`: the columns an INSERT is given), with
-    the bind processing of each of its parameters."""
+def _for_driver(statement: Executable, dialect: Dialect, column_keys: tuple[str, ...] | None) -> _ForDriver:
+    """`statement` compiled once for `dialect` (`column_keys`: the columns an INSERT is given)."""
     assert isinstance(statement, ClauseElement)
     compiled = statement.compile(dialect=dialect, column_keys=list(column_keys) if column_keys else None)
     assert isinstance(compiled, SQLCompiler)
-    processors: dict[str, Any] = {}
+    binds: dict[str, Any] = {}
     for name, bind in compiled.binds.items():
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
-            processors[name] = process
-    return compiled, processors
+            binds[name] = process
+    selected = getattr(statement, "selected_columns", None) or ()
+    processors = (column.type.dialect_impl(dialect).result_processor(dialect, None) for column in selected)
+    columns = tuple((index, process) for index, process in enumerate(processors) if process is not None)
+    return _ForDriver(compiled, binds, columns)
 
 
-def driver_call(statement: Executable, dialect: Dialect, params: dict[str, Any]) -> tuple[str, list[Any]]:
+def _driver_call(statement: Executable, dialect: Dialect, params: dict[str, Any]) -> tuple[str, list[Any], _ForDriver]:
     """The SQL text and positional arguments that run `statement` with `params` on the driver itself:
     what SQLAlchemy would send, without its per-execution work. Lists bound to expanding parameters
     (`IN`) are spread out, as SQLAlchemy does."""
     keys = tuple(sorted(params)) if isinstance(statement, Insert) else None
-    compiled, processors = _compiled_for_driver(statement, dialect, keys)
-    state = compiled.construct_expanded_state(params)
-    processors = {**processors, **state.processors} if state.processors else processors
-    return state.statement, [
+    prepared = _for_driver(statement, dialect, keys)
+    state = prepared.compiled.construct_expanded_state(params)
+    processors = {**prepared.binds, **state.processors} if state.processors else prepared.binds
+    args = [
         processors[name](value) if name in processors else value
         for name, value in zip(state.positiontup or (), state.positional_parameters, strict=True)
     ]
+    return state.statement, args, prepared
+
+
+def _rows(records: Sequence[Any], prepared: _ForDriver) -> list[Sequence[Any]]:
+    """The driver's rows with each column's result processing applied (what a Row would hold)."""
+    if not prepared.columns:
+        return list(records)
+    rows: list[Sequence[Any]] = []
+    for record in records:
+        values = list(record)
+        for index, process in prepared.columns:
+            values[index] = process(values[index])
+        rows.append(values)
+    return rows
+
+
+async def fetch_rows(conn: AsyncConnection, statement: Executable, params: dict[str, Any]) -> list[Sequence[Any]]:
+    """The rows of a read `statement`, in `conn`'s transaction, with the values SQLAlchemy would give. On
+    PostgreSQL the statement runs on the driver itself, without SQLAlchemy's per-execution work (the
+    compiled statement is kept, and its rows are not made into Row objects)."""
+    if conn.dialect.name != "postgresql":
+        return list((await conn.execute(statement, params)).all())
+    sql, args, prepared = _driver_call(statement, conn.dialect, params)
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    try:
+        records = await driver.fetch(sql, *args)
+    except Exception as exc:
+        if _connection_lost(exc):
+            await conn.invalidate()  # as SQLAlchemy does when its own statement finds the connection gone
+        translated = _translated(exc, sql, args)
+        if translated is exc:
+            raise
+        raise translated from exc
+    return _rows(records, prepared)
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

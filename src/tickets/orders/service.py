@@ -23,13 +23,16 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy import (
+    inspect as sa_inspect,
+)
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.auth.service import Principal
 from tickets.config import Settings
-from tickets.db import Database, insert_all
+from tickets.db import Database, fetch_rows, insert_all
 from tickets.galas.errors import GalaNotFound, GalaNotOnSale
 from tickets.galas.models import Gala, GalaStatus
 from tickets.ids import new_id
@@ -131,8 +134,13 @@ def _item_error(index: int, msg: str, cls: type[InvalidItem] = InvalidItem) -> I
 
 # The gala, the asked-for ticket types and the gala's sections in one round trip (a few rows: ticket
 # types x sections) instead of three queries. Built once, like the other statements every order runs.
+# Plain columns, not entities: the plan only reads them, so they are made into detached objects here
+# without the ORM's loading machinery (`_detached`).
+_PLAN_MODELS: tuple[type[Gala] | type[TicketType] | type[Section], ...] = (Gala, TicketType, Section)
+_PLAN_TABLES = [sa_inspect(model).local_table for model in _PLAN_MODELS]
 _PLAN = (
-    select(Gala, TicketType, Section)
+    select(*(column for table in _PLAN_TABLES for column in table.columns))
+    .select_from(Gala)
     .outerjoin(
         TicketType,
         and_(col(TicketType.gala_id) == col(Gala.id), col(TicketType.id).in_(bindparam("tt_ids", expanding=True))),
@@ -140,12 +148,29 @@ _PLAN = (
     .outerjoin(Section, col(Section.gala_id) == col(Gala.id))
     .where(col(Gala.id) == bindparam("gala_id"))
 )
+_PLAN_KEYS = [tuple(column.key for column in table.columns) for table in _PLAN_TABLES]
+
+
+def _detached(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """The rows of `_PLAN` as detached objects, one per model: {id: object} (outer joins that found
+    nothing leave no object)."""
+    found: list[dict[str, Any]] = [{} for _ in _PLAN_MODELS]
+    for row in rows:
+        start = 0
+        for model, keys, objects in zip(_PLAN_MODELS, _PLAN_KEYS, found, strict=True):
+            ident = row[start]
+            if ident is not None and ident not in objects:
+                values = row[start : start + len(keys)]
+                objects[ident] = model.model_construct(**dict(zip(keys, values, strict=True)))
+            start += len(keys)
+    return found
 
 
 async def _load_plan(session: AsyncSession, body: OrderCreate, *, box_office: bool, now: datetime) -> Plan:
     tt_ids = sorted({item.ticket_type_id for item in body.items})
-    rows = (await session.execute(_PLAN, {"gala_id": body.gala_id, "tt_ids": tt_ids})).all()
-    gala = rows[0][0] if rows else None
+    rows = await fetch_rows(await session.connection(), _PLAN, {"gala_id": body.gala_id, "tt_ids": tt_ids})
+    galas, tts, all_sections = _detached([tuple(row) for row in rows])
+    gala: Gala | None = next(iter(galas.values()), None)
     if gala is None or (gala.status == GalaStatus.draft and not box_office):
         raise GalaNotFound(f"No gala {body.gala_id}.")
     if box_office:
@@ -154,9 +179,8 @@ async def _load_plan(session: AsyncSession, body: OrderCreate, *, box_office: bo
     elif gala.status != GalaStatus.on_sale:
         raise GalaNotOnSale(f"Gala {gala.id} is {gala.status}, not on sale.", status=gala.status)
 
-    tts = {tt.id: tt for _, tt, _ in rows if tt is not None}
     wanted = {s for tt in tts.values() for s in tt.section_ids}
-    sections = {s.id: s for _, _, s in rows if s is not None and s.id in wanted}
+    sections = {sid: section for sid, section in all_sections.items() if sid in wanted}
     plan = Plan(gala=gala, lines=[], sections=sections)
     tables: dict[str, list[tuple[int, TicketType]]] = {}
     general: dict[tuple[str, str | None], list[Line]] = {}

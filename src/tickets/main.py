@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.orm import configure_mappers
 
 from tickets import __version__
 from tickets.api import API_PREFIX, API_ROUTERS
@@ -48,6 +49,9 @@ QR-coded tickets and door check-in.
 
 def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> FastAPI:
     settings = settings or get_settings()
+    # Every model is imported by now: set the mappers up before the first request, which may read
+    # objects without a query of the ORM's (the order plan's `model_construct`), before any would.
+    configure_mappers()
     db = Database.from_settings(settings)
     keys = KeyRing(settings.resolved_secret_key())
     key_cache = KeyCache(settings.api_key_cache_seconds)

@@ -305,3 +305,22 @@ async def test_the_race_is_real_without_protection(stripe_base: str, tmp_path: P
             env={**os.environ, "DATABASE_URL": url},
         )
         assert result.returncode == 1 and "live orders" in result.stdout
+
+
+async def test_a_fresh_worker_can_sell_first(stripe_base: str, tmp_path: Path) -> None:
+    """A worker whose very first request is a public order (a restarted worker in a rush) sells: the
+    order's plan is read without the ORM, which must not depend on an earlier request having set the
+    ORM up. The gala is made through another process, so that the server has served nothing before."""
+    with scratch_database(os.environ.get("TEST_DATABASE_URL"), tmp_path) as url:
+        upgrade_to_head(url)
+        key = make_admin_key(url, tmp_path)
+        admin = {"Authorization": f"Bearer {key}"}
+        env = server_env(url, stripe_base, tmp_path)
+        with live_server(env, workers=1, cwd=tmp_path) as setup_base:
+            async with httpx.AsyncClient(base_url=setup_base, timeout=60) as c:
+                setup = await setup_gala(c, admin, places=5)
+        with live_server(env, workers=1, cwd=tmp_path) as base:
+            async with httpx.AsyncClient(base_url=base, timeout=60) as c:
+                body = buyer(setup["gala"]["id"], [{"ticket_type_id": setup["tier"]["id"], "quantity": 2}], 1)
+                r = await c.post("/v1/orders", json=body)
+                assert r.status_code == 201 and r.json()["status"] == "paid", r.text

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     access_log: bool = False
+    # How long an idle keep-alive connection stays open. Longer than a client's or proxy's own idle
+    # expiry (httpx: 5 s; load balancers: often 60 s), so that they always drop an idle connection
+    # first: a server that closes it at the moment they reuse it makes them fail a request.
+    keep_alive_seconds: int = Field(default=75, ge=1, le=3600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Test-only switch: replaces the atomic seat hold by a naive read-then-write so the race

@@ -78,7 +78,7 @@ def db(app: FastAPI) -> Database:
     return database
 
 
-async def _key(db: Database, role: Role, gala_ids: list[str] | None = None) -> str:
+async def new_api_key(db: Database, role: Role, gala_ids: list[str] | None = None) -> str:
     async with db.sessions() as session:
         _, plain = await auth_service.create_api_key(session, name=f"test {role}", role=role, gala_ids=gala_ids)
         await session.commit()
@@ -87,17 +87,17 @@ async def _key(db: Database, role: Role, gala_ids: list[str] | None = None) -> s
 
 @pytest.fixture(scope="session")
 async def admin_key(db: Database) -> str:
-    return await _key(db, Role.admin)
+    return await new_api_key(db, Role.admin)
 
 
 @pytest.fixture(scope="session")
 async def box_key(db: Database) -> str:
-    return await _key(db, Role.box_office)
+    return await new_api_key(db, Role.box_office)
 
 
 @pytest.fixture(scope="session")
 async def door_key(db: Database) -> str:
-    return await _key(db, Role.door)
+    return await new_api_key(db, Role.door)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 from sqlmodel import col
 
-from tests.conftest import make_settings
+from tests.conftest import make_settings, new_api_key
 from tests.factories import add_general, add_reserved, add_ticket_type, create_gala, order_body, publish, seat_ids
 from tests.support import (
     app_client,
@@ -28,7 +28,6 @@ from tests.support import (
     scratch_database,
     start_of_a_rate_window,
 )
-from tickets.auth import service as auth_service
 from tickets.auth.models import Role
 from tickets.checkin import service as checkin_service
 from tickets.checkin.models import Scan
@@ -702,10 +701,7 @@ async def test_a_scan_survives_a_dropped_database_connection(tmp_path: Any) -> N
     with scratch_database(server, tmp_path) as url:
         upgrade_to_head(url)
         async with running_app(make_settings(url, tmp_path, db_pool_size=2)) as app, asgi_client(app) as client:
-            async with app.state.db.sessions() as session:
-                _, plain = await auth_service.create_api_key(session, name="root", role=Role.admin)
-                await session.commit()
-            admin = {"Authorization": f"Bearer {plain}"}
+            admin = {"Authorization": f"Bearer {await new_api_key(app.state.db, Role.admin)}"}
             g = await door_gala(client, admin)
             gala_id = g["gala"]["id"]
             a1, a2, a3 = sorted((await buy(client, g, "A1", "A2", "A3"))["tickets"], key=lambda t: t["seat_label"])
@@ -743,10 +739,7 @@ async def test_staff_and_public_requests_survive_dropped_database_connections(tm
         upgrade_to_head(url)
         settings = make_settings(url, tmp_path, db_pool_size=2, api_key_cache_seconds=0)
         async with running_app(settings) as app, asgi_client(app) as client:
-            async with app.state.db.sessions() as session:
-                _, plain = await auth_service.create_api_key(session, name="root", role=Role.admin)
-                await session.commit()
-            admin = {"Authorization": f"Bearer {plain}"}
+            admin = {"Authorization": f"Bearer {await new_api_key(app.state.db, Role.admin)}"}
             g = await door_gala(client, admin)
             gala_id = g["gala"]["id"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Annotated, Any, TypeVar
 
 import asyncpg
@@ -201,7 +201,7 @@ class Database:
                         raise
         raise AssertionError("unreachable")
 
-    @property
+    @cached_property
     def _retry_attempts(self) -> int:
         # enough tries to get past every pooled connection a server restart left dead
         pool = self.engine.pool

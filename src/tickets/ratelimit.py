@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 from tickets.problems import RateLimited
@@ -23,6 +24,7 @@ class RateLimit:
     seconds: int
 
 
+@lru_cache(maxsize=64)  # read on every scan and order
 def parse_limit(text: str) -> RateLimit | None:
     """`"120/minute"` → 120 per 60 s; `"0"` or empty → no limit."""
     text = (text or "").strip().lower()

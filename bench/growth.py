@@ -207,7 +207,9 @@ EXPLAINS = {
 def explain(db_url: str, fixtures: dict[str, Any]) -> str:
     with psycopg.connect(db_url) as conn:
         filler = conn.execute(
-            "SELECT gala_id FROM seat GROUP BY gala_id ORDER BY count(*) DESC, gala_id LIMIT 1"
+            # the largest gala with nothing left (the sale gala of the timed rounds is larger, not sold out)
+            "SELECT gala_id FROM seat GROUP BY gala_id HAVING bool_and(status = 'sold') "
+            "ORDER BY count(*) DESC, gala_id LIMIT 1"
         ).fetchone()[0]  # type: ignore[index]
         # Any ticket of the large database that is not checked in yet (the door gala's were all scanned).
         ticket, ticket_gala, version, updated_at = conn.execute(
@@ -243,6 +245,8 @@ def explain(db_url: str, fixtures: dict[str, Any]) -> str:
             "s10": "{}",
             "s11": "evt_explain",
             "s12": "{}",
+            "s13": "online",
+            "s14": updated_at,
         }
         look = {**params, "s1": fixtures["scan"]["gala"], "s2": "no-such-scan"}
         hints = {**params, "s1": fixtures["scan"]["gala"], "s2": 200_000}

@@ -731,7 +731,8 @@ def drop_connections(url: str) -> int:
 async def test_staff_and_public_requests_survive_dropped_database_connections(tmp_path: Any) -> None:
     """After the database dropped every pooled connection, the next requests go through on fresh ones: a
     connection the driver already knows is closed is replaced at checkout, and the API key lookup (no key
-    cache here, so every request reads it) repeats itself. A connection that dies unnoticed fails its
+    cache here, so every request reads it) goes past dead connections as every `Database.glance` does. A
+    connection that dies unnoticed fails its
     request with a retryable 503 that wrote nothing, never a 500; the retry goes through.
     (PostgreSQL in both runs of the suite.)"""
     server = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

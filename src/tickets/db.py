@@ -11,7 +11,8 @@ lock wait becomes a retryable `409 busy` instead of an open-ended stall.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property, lru_cache
@@ -157,7 +158,8 @@ class Database:
             async with self.engine.begin() as conn:
                 return int((await conn.execute(statement, params)).rowcount)
         sql, args, _ = _driver_call(statement, self.engine.dialect, params or {})
-        status = await self._on_driver_translated(sql, args, lambda conn: conn.execute(sql, *args))
+        with _as_sqlalchemy_errors(sql, args):
+            status = await self.on_driver(lambda conn: conn.execute(sql, *args))
         return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 1", "UPDATE 1", "DELETE 0"
 
     async def glance(self, statement: Executable, params: dict[str, Any]) -> list[Sequence[Any]]:
@@ -167,18 +169,9 @@ class Database:
             async with self.glances() as session:
                 return list((await session.execute(statement, params)).all())
         sql, args, prepared = _driver_call(statement, self.engine.dialect, params)
-        return _rows(await self._on_driver_translated(sql, args, lambda conn: conn.fetch(sql, *args)), prepared)
-
-    async def _on_driver_translated(
-        self, sql: str, args: Sequence[Any], work: Callable[[asyncpg.Connection], Awaitable[T]]
-    ) -> T:
-        try:
-            return await self.on_driver(work)
-        except Exception as exc:
-            translated = _translated(exc, sql, args)
-            if translated is exc:
-                raise
-            raise translated from exc
+        with _as_sqlalchemy_errors(sql, args):
+            records = await self.on_driver(lambda conn: conn.fetch(sql, *args))
+        return _rows(records, prepared)
 
     async def on_driver(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """PostgreSQL: run `work` on the asyncpg connection of a pooled connection, in autocommit (no
@@ -208,17 +201,21 @@ class Database:
         return pool.size() + 1 if isinstance(pool, QueuePool) else 2
 
 
-def _translated(exc: Exception, sql: str, args: Sequence[Any]) -> Exception:
-    """A driver's error as SQLAlchemy would have raised it, so that the app answers it the same way: a
-    constraint violation is an IntegrityError, a lost connection a DBAPIError that says so (503), any other
-    database error a DBAPIError (a lock timeout: 409 busy)."""
-    if _connection_lost(exc):
-        return DBAPIError(sql, tuple(args), exc, connection_invalidated=True)
-    if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
-        return IntegrityError(sql, tuple(args), exc)
-    if isinstance(exc, asyncpg.exceptions.PostgresError):
-        return DBAPIError(sql, tuple(args), exc)
-    return exc
+@contextmanager
+def _as_sqlalchemy_errors(sql: str, args: Sequence[Any]) -> Iterator[None]:
+    """The driver's errors raised as SQLAlchemy would have raised them, so that the app answers them the
+    same way: a constraint violation is an IntegrityError, a lost connection a DBAPIError that says so
+    (503), any other database error a DBAPIError (a lock timeout: 409 busy)."""
+    try:
+        yield
+    except Exception as exc:
+        if _connection_lost(exc):
+            raise DBAPIError(sql, tuple(args), exc, connection_invalidated=True) from exc
+        if isinstance(exc, asyncpg.exceptions.IntegrityConstraintViolationError):
+            raise IntegrityError(sql, tuple(args), exc) from exc
+        if isinstance(exc, asyncpg.exceptions.PostgresError):
+            raise DBAPIError(sql, tuple(args), exc) from exc
+        raise
 
 
 def _connection_lost(exc: Exception) -> bool:
@@ -292,15 +289,13 @@ async def fetch_rows(conn: AsyncConnection, statement: Executable, params: dict[
     sql, args, prepared = _driver_call(statement, conn.dialect, params)
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
-    try:
-        records = await driver.fetch(sql, *args)
-    except Exception as exc:
-        if _connection_lost(exc):
-            await conn.invalidate()  # as SQLAlchemy does when its own statement finds the connection gone
-        translated = _translated(exc, sql, args)
-        if translated is exc:
+    with _as_sqlalchemy_errors(sql, args):
+        try:
+            records = await driver.fetch(sql, *args)
+        except Exception as exc:
+            if _connection_lost(exc):
+                await conn.invalidate()  # as SQLAlchemy does when its own statement finds the connection gone
             raise
-        raise translated from exc
     return _rows(records, prepared)
 
 

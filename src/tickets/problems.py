@@ -65,14 +65,21 @@ class Conflict(ProblemError):
     status, code, title = 409, "conflict", "Conflict"
 
 
-class Busy(ProblemError):
+class RetryLater(ProblemError):
+    """A problem that a retry after `Retry-After` seconds will most likely get past."""
+
+    default_detail: ClassVar[str | None] = None
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1, **extensions: Any) -> None:
+        super().__init__(detail or self.default_detail, **extensions)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class Busy(RetryLater):
     """Contention that a retry will most likely get past (a lock wait that timed out)."""
 
     status, code, title = 409, "busy", "Busy, retry shortly"
-
-    def __init__(self, detail: str | None = None, *, retry_after: int = 1, **extensions: Any) -> None:
-        super().__init__(detail or "The resource is busy; retry after a short pause.", **extensions)
-        self.headers = {"Retry-After": str(retry_after)}
+    default_detail = "The resource is busy; retry after a short pause."
 
 
 class PayloadTooLarge(ProblemError):
@@ -87,29 +94,22 @@ class ValidationFailed(ProblemError):
     status, code, title = 422, "validation_error", "Invalid request"
 
 
-class RateLimited(ProblemError):
+class RateLimited(RetryLater):
     status, code, title = 429, "rate_limited", "Too many requests"
-
-    def __init__(self, detail: str | None = None, *, retry_after: int = 1, **extensions: Any) -> None:
-        super().__init__(detail, **extensions)
-        self.headers = {"Retry-After": str(retry_after)}
 
 
 class InternalError(ProblemError):
     status, code, title = 500, "internal_error", "Internal server error"
 
 
-class DatabaseUnavailable(ProblemError):
+class DatabaseUnavailable(RetryLater):
     """The database dropped the connection under a request (a restart, a failover, a proxy's idle timeout).
 
     The request's transaction went with the connection (unless it died while committing); the pool has
     discarded its connections, so a retry runs on fresh ones."""
 
     status, code, title = 503, "database_unavailable", "Database unavailable, retry shortly"
-
-    def __init__(self, detail: str | None = None, *, retry_after: int = 1, **extensions: Any) -> None:
-        super().__init__(detail or "The database connection was lost; retry after a short pause.", **extensions)
-        self.headers = {"Retry-After": str(retry_after)}
+    default_detail = "The database connection was lost; retry after a short pause."
 
 
 class ErrorItem(BaseModel):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import bindparam, select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -78,28 +78,17 @@ async def create_api_key(
     return key, plain
 
 
-async def _key_row(session: AsyncSession, digest: str) -> Row[Any] | None:
-    return (
-        await session.execute(
-            select(
-                col(ApiKey.id), col(ApiKey.role), col(ApiKey.gala_ids), col(ApiKey.revoked_at), col(ApiKey.expires_at)
-            ).where(col(ApiKey.key_hash) == digest)
-        )
-    ).first()
+# What a key's digest resolves to: (id, role, gala_ids, revoked_at, expires_at), or no row.
+_KEY_ROW = select(
+    col(ApiKey.id), col(ApiKey.role), col(ApiKey.gala_ids), col(ApiKey.revoked_at), col(ApiKey.expires_at)
+).where(col(ApiKey.key_hash) == bindparam("digest"))
 
 
-async def resolve_key(session: AsyncSession, plain: str, *, now: datetime) -> Principal | None:
-    """The principal for a presented key, or None if it is unknown, revoked or expired."""
-    return _principal(await _key_row(session, hash_key(plain)), now=now)
-
-
-def _principal(row: Row[Any] | None, *, now: datetime) -> Principal | None:
-    if row is None or row.revoked_at is not None:
+def _principal(row: Sequence[Any], *, now: datetime) -> Principal | None:
+    key_id, role, gala_ids, revoked_at, expires_at = row
+    if revoked_at is not None or (expires_at is not None and expires_at <= now):
         return None
-    if row.expires_at is not None and row.expires_at <= now:
-        return None
-    gala_ids = frozenset(row.gala_ids) if row.gala_ids is not None else None
-    return Principal(key_id=row.id, role=Role(row.role), gala_ids=gala_ids)
+    return Principal(key_id=key_id, role=Role(role), gala_ids=frozenset(gala_ids) if gala_ids is not None else None)
 
 
 @dataclass
@@ -149,27 +138,22 @@ class KeyCache:
 
 
 async def resolve_key_cached(db: Database, cache: KeyCache, plain: str, *, now: datetime) -> Principal | None:
-    """`resolve_key`, answered from the process's cache when it can be; otherwise read in a short read-only
-    transaction of its own (not the request's: a route that needs no database, or one that writes, does not
-    start its transaction for the key)."""
+    """The principal for a presented key, or None if it is unknown, revoked or expired: answered from the
+    process's cache when it can be, otherwise read on its own (`Database.glance`, which gets past pooled
+    connections a database restart left dead), not in the request's transaction: a route that needs no
+    database, or one that writes, does not start its transaction for the key."""
     digest = hash_key(plain)
     principal = cache.get(digest, now=now)
     if principal is not None:
         return principal
     generation = cache.generation
-    try:
-        async with db.read_sessions() as session:
-            row = await _key_row(session, digest)
-    except DBAPIError as exc:
-        # A connection that died in the pool (a database restart) fails once; the pool has been
-        # invalidated by then, and this read is safe to repeat on a fresh connection.
-        if not exc.connection_invalidated:
-            raise
-        async with db.read_sessions() as session:
-            row = await _key_row(session, digest)
+    rows = await db.glance(_KEY_ROW, {"digest": digest})
+    if not rows:
+        return None
+    row = rows[0]
     principal = _principal(row, now=now)
-    if principal is not None and row is not None:
-        cache.put(digest, principal, expires_at=row.expires_at, generation=generation)
+    if principal is not None:
+        cache.put(digest, principal, expires_at=row[4], generation=generation)  # expires_at: see _KEY_ROW
     return principal
 
 

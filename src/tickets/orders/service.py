@@ -23,9 +23,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy import (
-    inspect as sa_inspect,
-)
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -169,7 +167,7 @@ def _detached(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
 async def _load_plan(session: AsyncSession, body: OrderCreate, *, box_office: bool, now: datetime) -> Plan:
     tt_ids = sorted({item.ticket_type_id for item in body.items})
     rows = await fetch_rows(await session.connection(), _PLAN, {"gala_id": body.gala_id, "tt_ids": tt_ids})
-    galas, tts, all_sections = _detached([tuple(row) for row in rows])
+    galas, tts, all_sections = _detached(rows)
     gala: Gala | None = next(iter(galas.values()), None)
     if gala is None or (gala.status == GalaStatus.draft and not box_office):
         raise GalaNotFound(f"No gala {body.gala_id}.")

@@ -7,7 +7,8 @@ one call of the ASGI app (so neither uvicorn nor a client is counted). For each 
 the Python function calls per request, counted by cProfile (within 0.1 % from run to run of the same
 code, whatever else the machine is doing), and the CPU per request, the best of 3 runs (which drifts with
 the machine, like every timing). Kinds: `/healthz`; an order whose body fails validation (422); an order
-refused because its seats are sold (409), with and without an `Idempotency-Key`; a door admission.
+refused because its seats are sold (409), with and without an `Idempotency-Key`; a free order of two
+places of a general area, sold (201, with a key); a door admission.
 """
 
 from __future__ import annotations
@@ -98,11 +99,15 @@ async def setup(app: FastAPI, n: int) -> dict[str, Any]:
         seats = [{"label": f"A{i}", "row": "A", "number": i} for i in (1, 2)]
         stalls = await post(f"/v1/galas/{gid}/sections", {"name": "Stalls", "kind": "reserved", "seats": seats})
         hall = await post(f"/v1/galas/{gid}/sections", {"name": "Hall", "kind": "general", "capacity": n})
+        floor = await post(f"/v1/galas/{gid}/sections", {"name": "Floor", "kind": "general", "capacity": 2 * n})
         seat_tt = await post(
             f"/v1/galas/{gid}/ticket-types", {"name": "Stalls", "price_amount": 0, "section_ids": [stalls["id"]]}
         )
         hall_tt = await post(
             f"/v1/galas/{gid}/ticket-types", {"name": "Hall", "price_amount": 0, "section_ids": [hall["id"]]}
+        )
+        floor_tt = await post(
+            f"/v1/galas/{gid}/ticket-types", {"name": "Floor", "price_amount": 0, "section_ids": [floor["id"]]}
         )
         await post(f"/v1/galas/{gid}/publish", None)
         seat_map = (await c.get(f"/v1/galas/{gid}/seats")).json()
@@ -118,7 +123,9 @@ async def setup(app: FastAPI, n: int) -> dict[str, Any]:
             tickets = (await c.get(f"/v1/orders/{order['id']}/tickets", params={"limit": 200})).json()["data"]
             codes += [t["code"] for t in tickets]
         door_key = (await post("/v1/api-keys", {"name": "bench door", "role": "door"}))["key"]
-    return {"gala": gid, "refused": taken, "codes": codes, "door": {"Authorization": f"Bearer {door_key}"}}
+    sale = {**buyer, "items": [{"ticket_type_id": floor_tt["id"], "quantity": 2}]}
+    door = {"Authorization": f"Bearer {door_key}"}
+    return {"gala": gid, "refused": taken, "sale": sale, "codes": codes, "door": door}
 
 
 def measure(name: str, run: Callable[[int], Awaitable[None]], n: int) -> Callable[[], Awaitable[None]]:
@@ -134,7 +141,7 @@ def measure(name: str, run: Callable[[int], Awaitable[None]], n: int) -> Callabl
             start = time.process_time()
             await run(n)
             best = min(best, (time.process_time() - start) / n)
-        print(f"{name:34s} {calls:7.0f} calls  {best * 1000:6.2f} ms CPU")
+        print(f"{name:40s} {calls:7.0f} calls  {best * 1000:6.2f} ms CPU")
 
     return go
 
@@ -173,6 +180,7 @@ async def main(n: int) -> None:
                 ("POST /v1/orders, 422", repeat("POST", "/v1/orders", invalid, 422)),
                 ("POST /v1/orders, refused", repeat("POST", "/v1/orders", data["refused"], 409)),
                 ("POST /v1/orders, refused, with key", repeat("POST", "/v1/orders", data["refused"], 409, with_key)),
+                ("POST /v1/orders, sold (free, 2 places)", repeat("POST", "/v1/orders", data["sale"], 201, with_key)),
                 ("POST /v1/scans, admitted", repeat("POST", "/v1/scans", scan, 200, lambda: data["door"])),
             ]
             print(f"{n} requests of each kind, in process (no HTTP server), PostgreSQL")

@@ -339,8 +339,14 @@ async def test_concurrent_requests_with_one_key_make_one_order(
     created = {r.json()["id"] for r in responses if r.status_code == 201}
     assert len(created) == 1
     assert all(r.json()["code"] == "busy" and "retry-after" in r.headers for r in responses if r.status_code == 409)
+    # A free order is one transaction, written with its key's answer: a request that did the same work
+    # meanwhile rolled all of it back (its place too) and replayed the first answer.
+    answers = [r.json() for r in responses if r.status_code == 201]
+    assert all(answer == answers[0] for answer in answers)
     orders = (await client.get("/v1/orders", params={"gala_id": gala["id"]}, headers=admin)).json()
     assert len(orders["data"]) == 1
+    seat_map = (await client.get(f"/v1/galas/{gala['id']}/seats")).json()
+    assert [(s["capacity"], s["available"]) for s in seat_map["sections"]] == [(100, 99)]
 
 
 async def test_comp_orders_take_blocked_seats(

@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 
 import asyncpg
 from fastapi import Depends, Request
-from sqlalchemy import DateTime, Insert, bindparam, event
+from sqlalchemy import DateTime, Insert, Select, bindparam, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
@@ -315,36 +315,51 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-async def insert_all(session: AsyncSession, batches: Sequence[tuple[Insert, Sequence[dict[str, Any]]]]) -> None:
+async def insert_all(
+    session: AsyncSession,
+    batches: Sequence[tuple[Insert, Sequence[dict[str, Any]]]],
+    *,
+    then: tuple[Select[Any], dict[str, Any]] | None = None,
+) -> Sequence[Any] | None:
     """Insert rows into several tables in the session's transaction, parents before children. Every row
-    of one statement has the same keys.
+    of one statement has the same keys. `then`, a read and its parameters (no IN lists), is run after the
+    writes, in the same transaction, and its first row returned: a read that needs none of these rows
+    but must see the transaction's earlier writes (in one round trip with them on PostgreSQL).
 
     PostgreSQL: one round trip. Each table's rows are one multi-row INSERT, all but the last as
     data-modifying CTEs of the last (PostgreSQL checks foreign keys at the end of the statement, so a
-    child may reference a parent written by a sibling). The combined statement is built once per
-    shape (which tables, which columns, how many rows) and then only bound, since a multi-row INSERT
-    built per call would be compiled per call. SQLite: one executemany per table, in order."""
+    child may reference a parent written by a sibling); with `then`, every INSERT is a CTE of the read,
+    which sees the state before the statement (the transaction's earlier writes, not these rows). The
+    combined statement is built once per shape (which tables, which columns, how many rows) and then only
+    bound, since a multi-row INSERT built per call would be compiled per call. SQLite: one executemany
+    per table, in order, then the read."""
     todo = [(statement, list(rows)) for statement, rows in batches if rows]
-    if not todo:
-        return
     conn = await session.connection()
-    if conn.dialect.name != "postgresql":
+    if conn.dialect.name != "postgresql" or not todo:
         for statement, rows in todo:
             await conn.execute(statement, rows)
-        return
+        return None if then is None else (await conn.execute(then[0], then[1])).first()
     shape = tuple((statement, tuple(rows[0]), len(rows)) for statement, rows in todo)
-    sql, binds = _combined_insert(shape, conn.dialect)
+    read, params = then if then is not None else (None, {})
+    sql, binds, constants = _combined_insert(shape, read, tuple(sorted(params)), conn.dialect)
     values = [row[column] for _, rows in todo for row in rows for column in rows[0]]
-    await conn.exec_driver_sql(sql, tuple(process(values[i]) for i, process in binds))
+    values += [params[name] for name in sorted(params)] + constants
+    result = await conn.exec_driver_sql(sql, tuple(process(values[i]) for i, process in binds))
+    return None if read is None else result.first()
 
 
 @lru_cache(maxsize=512)
 def _combined_insert(
-    shape: tuple[tuple[Insert, tuple[str, ...], int], ...], dialect: Dialect
-) -> tuple[str, list[tuple[int, Callable[[Any], Any]]]]:
-    """The SQL of `shape`'s combined INSERT, and for each of its positional parameters the index of its
-    value (the rows' values, table by table, row by row, column by column) with the column type's bind
-    processing. SQLAlchemy does not cache multi-row INSERTs, so this compiles each shape once."""
+    shape: tuple[tuple[Insert, tuple[str, ...], int], ...],
+    read: Select[Any] | None,
+    read_params: tuple[str, ...],
+    dialect: Dialect,
+) -> tuple[str, list[tuple[int, Callable[[Any], Any]]], list[Any]]:
+    """The SQL of `shape`'s combined INSERT (of `read` after them, if given); for each of its positional
+    parameters, the index of its value in: the rows' values (table by table, row by row, column by
+    column), then `read`'s parameters by name (`read_params`), then the constants (the third item:
+    values written into `read` itself), with the column type's bind processing. SQLAlchemy does not cache
+    multi-row INSERTs, so this compiles each shape once."""
     parts = []
     names: dict[str, int] = {}
     for n, (statement, columns, count) in enumerate(shape):
@@ -357,15 +372,23 @@ def _combined_insert(
                 row[column] = bindparam(name, type_=statement.table.c[column].type)
             rows.append(row)
         parts.append(statement.values(rows))
-    *before, combined = parts
+    for name in read_params:
+        names[name] = len(names)
+    before, combined = (parts[:-1], parts[-1]) if read is None else (parts, read)
     for n, part in enumerate(before):
         combined = combined.add_cte(part.cte(f"write_{n}"))
     compiled = combined.compile(dialect=dialect)
     binds: list[tuple[int, Callable[[Any], Any]]] = []
+    constants: list[Any] = []
     for name in compiled.positiontup or ():
-        process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+        bind = compiled.binds[name]
+        if name not in names:  # a value in `read` itself (e.g. a status it compares with)
+            assert not bind.expanding and bind.callable is None, name
+            names[name] = len(names)
+            constants.append(bind.value)
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         binds.append((names[name], process or _same))
-    return str(compiled), binds
+    return str(compiled), binds, constants
 
 
 def _same(value: Any) -> Any:

@@ -6,6 +6,12 @@ claim and gets `409 busy`. A success is written in the request's own transaction
 the work itself; a refusal that will not change on retry (a 4xx other than 409 busy and 429) is
 stored after the rollback. Answers meant to be retried (409 busy, 429, 5xx) are not stored: the
 claim is dropped instead.
+
+Work that is one transaction from start to end (`atomic`: an order paid at once, say) needs no claim:
+its answer is written as the key's finished row in that very transaction. Two concurrent requests with
+one key may then both do the work, but only one can commit it: the other's row collides with the
+first's on the key's unique index (on PostgreSQL it waits there until the first commits), so its whole
+transaction is rolled back and it replays the first answer. One write fewer per request.
 """
 
 from __future__ import annotations
@@ -150,12 +156,16 @@ async def run(
     status_code: int,
     handler: Callable[[], Awaitable[Any]],
     refusal: Callable[[], Awaitable[None]] | None = None,
+    atomic: Callable[[], bool] | None = None,
 ) -> JSONResponse:
     """Run `handler` at most once per (scope, key); replay its stored answer to retries.
 
     `refusal`, if given, runs first, outside any transaction: a quick check that raises the problem
     the handler would raise anyway (say, a seat already sold). Such a refusal is stored as the key's
-    answer in one write, with no claim first; if the key was used before, the stored answer wins."""
+    answer in one write, with no claim first; if the key was used before, the stored answer wins.
+    `atomic`, asked after `refusal`, says whether `handler` does all its work in `session`'s transaction,
+    without committing: then its answer is stored in that transaction, with no claim (see above). The
+    handler may run again (after a rollback) if the key turns out to be free after all."""
     if key is not None and (not (1 <= len(key) <= 255) or not key.isprintable()):
         raise ValidationFailed(
             "Idempotency-Key must be 1 to 255 printable characters.",
@@ -174,6 +184,13 @@ async def run(
             # The key was used before: the claim below finds its first answer (or its request in flight).
     if key is None:
         return JSONResponse(_encode(await handler()), status_code=status_code)
+    if atomic is not None and atomic():
+        answer = await _run_atomic(
+            request, session, scope=scope, key=key, request_hash=request_hash, status_code=status_code, handler=handler
+        )
+        if answer is not None:
+            return answer
+        # The key was used before: the claim below finds its first answer (or its request in flight).
     # End the request's transaction so far (the key lookup): on SQLite it would hold the write lock
     # that the claim's own transaction needs.
     await session.commit()
@@ -208,4 +225,48 @@ async def run(
     await conn.execute(
         _FINISH, {"record_id": record_id, "answer_status": status_code, "answer_body": bytes(response.body).decode()}
     )
+    return response
+
+
+async def _run_atomic(
+    request: Request,
+    session: AsyncSession,
+    *,
+    scope: str,
+    key: str,
+    request_hash: str,
+    status_code: int,
+    handler: Callable[[], Awaitable[Any]],
+) -> JSONResponse | None:
+    """Run `handler` and write its answer as the key's finished row in the same transaction; None (and
+    nothing done: all rolled back) if the key was taken already."""
+    db: Database = request.app.state.db
+    try:
+        result = _encode(await handler())
+    except ProblemError as exc:
+        await session.rollback()
+        if _retryable(exc.status) or isinstance(exc, Busy):
+            raise
+        if await _store_refusal(db, scope=scope, key=key, request_hash=request_hash, request=request, exc=exc):
+            raise
+        return None
+    except BaseException:
+        await session.rollback()
+        raise
+    response = JSONResponse(result, status_code=status_code)  # rendered once: sent, and stored for replays
+    row = {
+        "id": new_id("idem"),
+        "scope": scope,
+        "key": key,
+        "request_hash": request_hash,
+        "state": "done",
+        "status_code": status_code,
+        "response_body": bytes(response.body).decode(),
+        "created_at": utc_now(),
+    }
+    try:
+        await (await session.connection()).execute(_CLAIM, row)
+    except IntegrityError:
+        await session.rollback()  # the work too: the first request with this key did it
+        return None
     return response

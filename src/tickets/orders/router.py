@@ -166,8 +166,10 @@ async def create_order(
             await orders_service.refuse_if_taken(db, plan, now=now)
 
     async def handler() -> OrderRead:
+        nonlocal plan
         now = utc_now()
-        order, items = await orders_service.place_order(session, body, settings=settings, now=now, plan=plan)
+        known, plan = plan, None  # the hold fills the plan in: a second run (see idempotency.run) plans anew
+        order, items = await orders_service.place_order(session, body, settings=settings, now=now, plan=known)
         if order.payment_provider == PaymentProvider.stripe:
             await session.commit()  # release the seat locks before the network call
             await payments_service.start_payment(session, db, order, settings=settings)
@@ -183,6 +185,8 @@ async def create_order(
         status_code=201,
         handler=handler,
         refusal=refusal,
+        # An order paid at once (free) is one transaction; a card payment commits its hold first.
+        atomic=lambda: plan is not None and plan.total == 0 and not settings.unsafe_naive_holds,
     )
 
 
@@ -226,6 +230,7 @@ async def create_comp_order(
         body=body,
         status_code=201,
         handler=handler,
+        atomic=lambda: not settings.unsafe_naive_holds,  # paid at once: one transaction
     )
 
 

@@ -602,9 +602,6 @@ async def place_order(
         )
         for i, line in enumerate(plan.lines)
     ]
-    # The sold-out probe reads only seats, which the hold has written: it needs none of the rows below.
-    if plan.gala.sold_out_at is None:
-        await _note_if_sold_out(session, plan.gala, now=now)
     # Written as Core INSERTs, no unit-of-work flush: with the tickets, mail and event of an order paid
     # at once, in one round trip on PostgreSQL. The order then joins the session as a persistent
     # object, so a later change to it (the PaymentIntent) is flushed as an UPDATE.
@@ -612,10 +609,15 @@ async def place_order(
         (_INSERT_ORDER, [order.model_dump()]),
         (_INSERT_ITEMS, [item.model_dump() for item in items]),
     ]
+    # Whether anything is left for the public, read in the same round trip as the writes: it reads only
+    # seats, which the hold has written, and needs none of these rows.
+    probe = (_ANYTHING_LEFT, {"gala_id": plan.gala.id, "now": now}) if plan.gala.sold_out_at is None else None
     if paid_at_once:
-        await _issue(session, order, items, now=now, gala_title=plan.gala.title, after=writes)
+        left = await _issue(session, order, items, now=now, gala_title=plan.gala.title, after=writes, then=probe)
     else:
-        await insert_all(session, writes)
+        left = await insert_all(session, writes, then=probe)
+    if left is not None and not left[0]:
+        await _mark_sold_out(session, plan.gala, now=now)
     make_transient_to_detached(order)
     session.add(order)
     return order, items
@@ -644,11 +646,9 @@ _ANYTHING_LEFT = select(
 )
 
 
-async def _note_if_sold_out(session: AsyncSession, gala: Gala, *, now: datetime) -> None:
-    """The first time nothing is left for the public, tell integrators (`gala.sold_out`), once."""
-    left = await (await session.connection()).execute(_ANYTHING_LEFT, {"gala_id": gala.id, "now": now})
-    if left.scalar_one():
-        return
+async def _mark_sold_out(session: AsyncSession, gala: Gala, *, now: datetime) -> None:
+    """Nothing is left for the public (`_ANYTHING_LEFT` found nothing): the first time, tell integrators
+    (`gala.sold_out`), once."""
     marked = await session.execute(
         update(Gala).where(col(Gala.id) == gala.id, col(Gala.sold_out_at).is_(None)).values(sold_out_at=now)
     )
@@ -677,10 +677,11 @@ async def _issue(
     now: datetime,
     gala_title: str | None = None,
     after: Sequence[tuple[Insert, Sequence[dict[str, Any]]]] = (),
-) -> None:
+    then: tuple[Select[Any], dict[str, Any]] | None = None,
+) -> Sequence[Any] | None:
     """Issue a paid order's tickets, queue its emails and tell integrators, in the caller's transaction:
-    one write (`insert_all`), after the caller's own `after` rows. (`gala_title` when the caller has
-    the gala at hand: one query fewer.)"""
+    one write (`insert_all`), after the caller's own `after` rows, and `then`'s first row (see
+    `insert_all`). (`gala_title` when the caller has the gala at hand: one query fewer.)"""
     tickets = ticket_service.new_tickets(order, items, now=now)
     # The buyer's and guests' emails: queued here, so they exist if and only if the payment commits.
     title = gala_title or await mail_outbox.title_of_gala(session, order.gala_id)
@@ -689,7 +690,7 @@ async def _issue(
     mail = mail_outbox.paid_order_mail(order, guests, now=now, gala_title=title)
     event = outbox.event_row("order.paid", gala_id=order.gala_id, data=order_event_data(order, len(items)), now=now)
     dialect = (await session.connection()).dialect.name
-    await insert_all(
+    first = await insert_all(
         session,
         [
             *after,
@@ -697,8 +698,10 @@ async def _issue(
             (mail_outbox.INSERT_ONCE[dialect], mail),
             (outbox.INSERT, [event]),
         ],
+        then=then,
     )
     await session.flush()
+    return first
 
 
 def order_event_data(order: Order, tickets: int | None = None) -> dict[str, object]:

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # expiry (httpx: 5 s; load balancers: often 60 s), so that they always drop an idle connection
     # first: a server that closes it at the moment they reuse it makes them fail a request.
     keep_alive_seconds: int = Field(default=75, ge=1, le=3600)
+    # How many order and scan requests one worker process works on at once; the others wait their turn
+    # in arrival order (tickets.gate). 0: no limit.
+    hot_path_concurrency: int = Field(default=8, ge=0, le=10_000)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Test-only switch: replaces the atomic seat hold by a naive read-then-write so the race

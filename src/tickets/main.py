@@ -20,6 +20,7 @@ from tickets.checkin.store import store_for
 from tickets.config import Settings, get_settings
 from tickets.db import Database
 from tickets.door import router as door_router
+from tickets.gate import GateMiddleware
 from tickets.health import router as health_router
 from tickets.jobs import run_periodically
 from tickets.keys import KeyRing
@@ -148,6 +149,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Fa
             expose_headers=["Retry-After", "X-Request-ID"],
             max_age=600,
         )
+    app.add_middleware(GateMiddleware, limit=settings.hot_path_concurrency)  # inside: its wait is timed
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     _add_problem_schema(app)

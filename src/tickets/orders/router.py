@@ -15,6 +15,7 @@ from tickets.csvexport import CSV_CONTENT, csv_response, wants_csv
 from tickets.db import Database, SessionDep
 from tickets.galas.errors import GalaNotFound, GalaNotOnSale
 from tickets.galas.schemas import GalaID
+from tickets.gate import leave_gate
 from tickets.keys import KeyRing
 from tickets.orders import service as orders_service
 from tickets.orders.deps import OrderAccessDep, OrderAccessForUpdate
@@ -172,6 +173,7 @@ async def create_order(
         order, items = await orders_service.place_order(session, body, settings=settings, now=now, plan=known)
         if order.payment_provider == PaymentProvider.stripe:
             await session.commit()  # release the seat locks before the network call
+            leave_gate(request)  # and let the next order in while Stripe answers
             await payments_service.start_payment(session, db, order, settings=settings)
         return order_read(keys, order, items, now=now)
 

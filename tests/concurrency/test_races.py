@@ -39,6 +39,9 @@ def server_env(database_url: str, stripe_base: str, data_dir: Path, **extra: str
         "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "STRIPE_API_BASE": stripe_base,
         "DB_POOL_SIZE": "10",
+        # No gate (tickets.gate): every request a worker accepts runs at once, the most interleavings
+        # for the races to find (the gate is not what protects the inventory; tests/test_gate.py).
+        "HOT_PATH_CONCURRENCY": "0",
         **extra,
     }
 

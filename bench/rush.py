@@ -177,11 +177,26 @@ def print_round(i: int, r: dict[str, Any]) -> None:
         f"           sold: {r['reserved_sold']}/600 seats + {r['general_sold']}/{PLACES} places = {r['units']} "
         f"(tickets {r['tickets']}); oversold {r['oversold']}"
     )
+    print(f"           by quarter, in the order sent: {phases(res)}")
     pr = res.per_request_ms()
     print(
         f"           {res.cpu_line()}; per request: server {pr['server']:.2f} ms, "
         f"postgres {pr['postgres']:.2f} ms, client {pr['client']:.2f} ms"
     )
+
+
+def phases(res: harness.LoadResult) -> str:
+    """Latency over the run: each quarter of the requests, in the order they were sent, with the share
+    of them that was accepted (a sale costs more than a refusal, and sales come first)."""
+    n = res.count
+    parts = []
+    for q in range(4):
+        lo, hi = q * n // 4, (q + 1) * n // 4
+        lat = sorted(res.latencies[lo:hi])
+        accepted = sum(1 for s in res.statuses[lo:hi] if s == 201) / max(1, hi - lo)
+        p50, p99 = (lat[min(len(lat) - 1, int(f * len(lat)))] * 1000 for f in (0.5, 0.99))
+        parts.append(f"{accepted:.0%} sold, p50 {p50:.0f} p99 {p99:.0f} ms")
+    return "; ".join(parts)
 
 
 def summarise(rounds: list[dict[str, Any]]) -> dict[str, float]:

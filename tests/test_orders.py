@@ -349,6 +349,38 @@ async def test_concurrent_requests_with_one_key_make_one_order(
     assert [(s["capacity"], s["available"]) for s in seat_map["sections"]] == [(100, 99)]
 
 
+async def test_comp_orders_replay_their_first_answer_to_an_idempotency_key(
+    client: httpx.AsyncClient, admin: dict[str, str], box: dict[str, str]
+) -> None:
+    """A comp order is one transaction that writes its key's answer itself (no claim first): a retry
+    replays it, a different body is refused, and a refusal is stored and replayed too."""
+    gala, tier, seats = await on_sale_theatre(client, admin, price=4000)
+    body = {**order_body(gala["id"], [seat_item(tier, seats["A1"])]), "payment_method": "cash"}
+    key = {**box, "Idempotency-Key": f"comp-{gala['id']}"}
+    first = await client.post("/v1/comp-orders", json=body, headers=key)
+    again = await client.post("/v1/comp-orders", json=body, headers=key)
+    assert first.status_code == again.status_code == 201, first.text
+    assert first.json() == again.json() and again.headers.get("idempotent-replayed") == "true"
+    assert "idempotent-replayed" not in first.headers
+    other = {**body, "items": [seat_item(tier, seats["A2"])]}
+    reused = await client.post("/v1/comp-orders", json=other, headers=key)
+    assert reused.status_code == 409 and reused.json()["code"] == "idempotency_key_reused"
+    orders = (await client.get("/v1/orders", params={"gala_id": gala["id"]}, headers=admin)).json()["data"]
+    assert [o["id"] for o in orders] == [first.json()["id"]]
+    status = await seat_status(client, gala["id"])
+    assert status["A1"] == "sold" and status["A2"] == "available"
+
+    # A1 is sold: refused, and the refusal is the key's answer even once A1 is free again.
+    refused_key = {**box, "Idempotency-Key": f"comp-refused-{gala['id']}"}
+    r1 = await client.post("/v1/comp-orders", json=body, headers=refused_key)
+    assert r1.status_code == 409 and r1.json()["code"] == "seat_unavailable"
+    refund = await client.post(f"/v1/orders/{first.json()['id']}/refunds", json={}, headers=admin)
+    assert refund.status_code in (200, 201), refund.text
+    assert (await seat_status(client, gala["id"]))["A1"] == "available"
+    r2 = await client.post("/v1/comp-orders", json=body, headers=refused_key)
+    assert r2.status_code == 409 and r2.json() == r1.json()
+
+
 async def test_comp_orders_take_blocked_seats(
     client: httpx.AsyncClient, admin: dict[str, str], box: dict[str, str], door: dict[str, str]
 ) -> None:

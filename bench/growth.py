@@ -162,8 +162,11 @@ EXPLAINS = {
         "SELECT seat.section_id, count(*) FROM seat WHERE seat.gala_id = %(filler)s AND (seat.status = 'available' "
         "OR seat.status = 'held' AND seat.hold_expires_at <= now()) AND seat.blocked IS false GROUP BY seat.section_id"
     ),
-    "order: gala, ticket types and sections": (
-        "SELECT gala.id, ticket_type.id, section.id FROM gala LEFT OUTER JOIN ticket_type ON ticket_type.gala_id = "
+    "order: gala, ticket types, sections and the asked-for seats' state": (
+        "SELECT gala.id, ticket_type.id, section.id, (SELECT json_agg(json_build_array(seat.id, seat.label, "
+        "seat.section_id, (seat.status = 'available' OR seat.status = 'held' AND seat.hold_expires_at <= now()) "
+        "AND seat.blocked IS false)) FROM seat WHERE seat.id IN (%(seat1)s, %(seat2)s) AND seat.gala_id = "
+        "%(large)s) AS seats_asked FROM gala LEFT OUTER JOIN ticket_type ON ticket_type.gala_id = "
         "gala.id AND ticket_type.id IN (%(sale_tt)s) LEFT OUTER JOIN section ON section.gala_id = gala.id "
         "WHERE gala.id = %(sale)s"
     ),

@@ -12,7 +12,7 @@ lock wait becomes a retryable `409 busy` instead of an open-ended stall.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property, lru_cache
@@ -299,7 +299,8 @@ async def fetch_rows(conn: AsyncConnection, statement: Executable, params: dict[
     return _rows(records, prepared)
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+@asynccontextmanager
+async def request_transaction(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's transaction: committed after the route returns, rolled back if it raises."""
     db: Database = request.app.state.db
     factory = db.read_sessions if request.method in ("GET", "HEAD") else db.sessions
@@ -310,6 +311,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             await session.rollback()
             raise
         await session.commit()
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """`request_transaction` as a dependency (`SessionDep`)."""
+    async with request_transaction(request) as session:
+        yield session
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -46,6 +46,11 @@ async def get_principal(
 OptionalPrincipal = Annotated[Principal | None, Depends(get_principal)]
 
 
+async def principal_of(request: Request) -> Principal | None:
+    """`get_principal` called directly, outside FastAPI's dependency solving (tickets.fastpath)."""
+    return await get_principal(request, await bearer(request))
+
+
 def require_role(role: Role) -> Callable[[Principal | None], Awaitable[Principal]]:
     async def dependency(principal: OptionalPrincipal) -> Principal:
         if principal is None:
@@ -58,6 +63,7 @@ def require_role(role: Role) -> Callable[[Principal | None], Awaitable[Principal
     return dependency
 
 
+require_door = require_role(Role.door)
 AdminKey = Annotated[Principal, Depends(require_role(Role.admin))]
 BoxOfficeKey = Annotated[Principal, Depends(require_role(Role.box_office))]
-DoorKey = Annotated[Principal, Depends(require_role(Role.door))]
+DoorKey = Annotated[Principal, Depends(require_door)]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
-from tickets.auth.deps import DoorKey
+from tickets.auth.deps import DoorKey, principal_of, require_door
 from tickets.auth.errors import GalaNotAllowed, RoleRequired
 from tickets.auth.service import Principal
 from tickets.checkin import service as checkin_service
@@ -31,13 +31,14 @@ from tickets.checkin.schemas import (
 from tickets.checkin.service import KEY_LIMIT_FACTOR, DoorCache
 from tickets.clock import utc_now
 from tickets.db import SessionDep
+from tickets.fastpath import FastPathRoute, fast_path, json_body
 from tickets.galas.errors import GalaNotFound
 from tickets.galas.schemas import GalaID
 from tickets.pagination import InvalidCursor
 from tickets.problems import Busy, InvalidApiKey, RateLimited, Unauthenticated, problem_responses
 from tickets.ratelimit import RateLimit
 
-router = APIRouter(tags=["Check-in"])
+router = APIRouter(tags=["Check-in"], route_class=FastPathRoute)
 
 AUTH_PROBLEMS = (Unauthenticated, InvalidApiKey, RoleRequired, GalaNotAllowed)
 
@@ -66,12 +67,21 @@ async def limit_scans(request: Request, principal: Principal, device_id: str | N
     await limiter.check("scans-key", principal.key_id, RateLimit(limit.count * KEY_LIMIT_FACTOR, limit.seconds))
 
 
+async def _scan_fast(request: Request) -> Response | None:
+    """`scan` without FastAPI's dependency solving, for a request with a valid JSON body (tickets.fastpath)."""
+    body = await json_body(request, ScanCreate)
+    if body is None:
+        return None
+    return await scan(request, body, await require_door(await principal_of(request)))
+
+
 @router.post(
     "/scans",
     summary="Scan a ticket at the door",
     response_model=ScanRead,
     responses=problem_responses(*AUTH_PROBLEMS, GalaNotFound, RateLimited, Busy),
 )
+@fast_path(_scan_fast)
 async def scan(request: Request, body: ScanCreate, principal: DoorKey) -> Response:
     """Check a ticket's code in at a gala and say what to do: `200` for every decided scan, whatever the
     `result` (`admitted`, `already_checked_in`, `invalid`, `wrong_gala`, `void`). Of any number of

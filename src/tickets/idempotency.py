@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -26,7 +27,7 @@ from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Insert, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -154,7 +155,7 @@ async def run(
     key: str | None,
     body: BaseModel,
     status_code: int,
-    handler: Callable[[], Awaitable[Any]],
+    handler: Callable[..., Awaitable[Any]],
     refusal: Callable[[], Awaitable[None]] | None = None,
     atomic: Callable[[], bool] | None = None,
 ) -> JSONResponse:
@@ -164,8 +165,9 @@ async def run(
     the handler would raise anyway (say, a seat already sold). Such a refusal is stored as the key's
     answer in one write, with no claim first; if the key was used before, the stored answer wins.
     `atomic`, asked after `refusal`, says whether `handler` does all its work in `session`'s transaction,
-    without committing: then its answer is stored in that transaction, with no claim (see above). The
-    handler may run again (after a rollback) if the key turns out to be free after all."""
+    without committing: then its answer is stored in that transaction, with no claim (see above), and
+    `handler` is called with a `Keep`, whose rows it may insert with its own last write. The handler
+    may run again (after a rollback) if the key turns out to be free after all."""
     if key is not None and (not (1 <= len(key) <= 255) or not key.isprintable()):
         raise ValidationFailed(
             "Idempotency-Key must be 1 to 255 printable characters.",
@@ -228,6 +230,40 @@ async def run(
     return response
 
 
+@dataclass
+class Keep:
+    """Given to an atomic run's handler (see `run`): `rows(result)` renders the answer once and returns the
+    key's finished row, for the handler to insert with its own last write (one round trip fewer)."""
+
+    scope: str
+    key: str
+    request_hash: str
+    status_code: int
+    response: JSONResponse | None = None
+
+    def rows(self, result: Any) -> list[tuple[Insert, list[dict[str, Any]]]]:
+        self.response = JSONResponse(_encode(result), status_code=self.status_code)  # sent, and stored
+        return [(_CLAIM, [self._row()])]
+
+    def _row(self) -> dict[str, Any]:
+        assert self.response is not None
+        return {
+            "id": new_id("idem"),
+            "scope": self.scope,
+            "key": self.key,
+            "request_hash": self.request_hash,
+            "state": "done",
+            "status_code": self.status_code,
+            "response_body": bytes(self.response.body).decode(),
+            "created_at": utc_now(),
+        }
+
+
+def _key_taken(exc: IntegrityError) -> bool:
+    """The unique (scope, key) of `idempotency_record` refused a row (not another table's constraint)."""
+    return "idempotency_record" in str(exc.orig)
+
+
 async def _run_atomic(
     request: Request,
     session: AsyncSession,
@@ -236,13 +272,23 @@ async def _run_atomic(
     key: str,
     request_hash: str,
     status_code: int,
-    handler: Callable[[], Awaitable[Any]],
+    handler: Callable[..., Awaitable[Any]],
 ) -> JSONResponse | None:
-    """Run `handler` and write its answer as the key's finished row in the same transaction; None (and
-    nothing done: all rolled back) if the key was taken already."""
+    """Run `handler` and write its answer as the key's finished row in the same transaction (with the
+    handler's own last write if it takes the `Keep`); None (and nothing done: all rolled back) if the key
+    was taken already."""
     db: Database = request.app.state.db
+    keep = Keep(scope=scope, key=key, request_hash=request_hash, status_code=status_code)
     try:
-        result = _encode(await handler())
+        result = await handler(keep)
+        if keep.response is None:  # the handler wrote nothing of its own to join: the row goes alone
+            keep.rows(result)
+            await (await session.connection()).execute(_CLAIM, keep._row())
+    except IntegrityError as exc:
+        await session.rollback()
+        if not _key_taken(exc):
+            raise
+        return None  # the work too is undone: the first request with this key did it
     except ProblemError as exc:
         await session.rollback()
         if _retryable(exc.status) or isinstance(exc, Busy):
@@ -253,20 +299,4 @@ async def _run_atomic(
     except BaseException:
         await session.rollback()
         raise
-    response = JSONResponse(result, status_code=status_code)  # rendered once: sent, and stored for replays
-    row = {
-        "id": new_id("idem"),
-        "scope": scope,
-        "key": key,
-        "request_hash": request_hash,
-        "state": "done",
-        "status_code": status_code,
-        "response_body": bytes(response.body).decode(),
-        "created_at": utc_now(),
-    }
-    try:
-        await (await session.connection()).execute(_CLAIM, row)
-    except IntegrityError:
-        await session.rollback()  # the work too: the first request with this key did it
-        return None
-    return response
+    return keep.response

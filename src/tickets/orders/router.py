@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import Insert
 
 from tickets import idempotency
 from tickets.auth.deps import AdminKey, BoxOfficeKey, OptionalPrincipal, principal_of
@@ -144,6 +145,23 @@ async def _create_order_fast(request: Request) -> Response | None:
         return await create_order(request, body, session, principal, key)
 
 
+class _Answer:
+    """A new order's answer, made once: for the response, and (with an atomic run's `keep`) as the rows
+    of its Idempotency-Key's stored answer, which `place_order(also=...)` inserts with the order."""
+
+    def __init__(self, keys: KeyRing, keep: idempotency.Keep | None, now: datetime) -> None:
+        self.keys, self.keep, self.now = keys, keep, now
+        self.made: OrderRead | None = None
+
+    def rows(self, order: Order, items: list[OrderItem]) -> Sequence[tuple[Insert, Sequence[dict[str, Any]]]]:
+        assert self.keep is not None
+        self.made = self.of(order, items)
+        return self.keep.rows(self.made)
+
+    def of(self, order: Order, items: list[OrderItem]) -> OrderRead:
+        return self.made or order_read(self.keys, order, items, now=self.now)
+
+
 @router.post(
     "",
     status_code=201,
@@ -181,16 +199,19 @@ async def create_order(
         if not settings.unsafe_naive_holds:
             await orders_service.refuse_if_taken(db, plan, now=now)
 
-    async def handler() -> OrderRead:
+    async def handler(keep: idempotency.Keep | None = None) -> OrderRead:
         nonlocal plan
         now = utc_now()
         known, plan = plan, None  # the hold fills the plan in: a second run (see idempotency.run) plans anew
-        order, items = await orders_service.place_order(session, body, settings=settings, now=now, plan=known)
+        answer = _Answer(keys, keep, now)
+        order, items = await orders_service.place_order(
+            session, body, settings=settings, now=now, plan=known, also=answer.rows if keep else None
+        )
         if order.payment_provider == PaymentProvider.stripe:
             await session.commit()  # release the seat locks before the network call
             leave_gate(request)  # and let the next order in while Stripe answers
             await payments_service.start_payment(session, db, order, settings=settings)
-        return order_read(keys, order, items, now=now)
+        return answer.of(order, items)
 
     scope = f"orders:{principal.key_id if principal else 'public'}"
     return await idempotency.run(
@@ -227,8 +248,9 @@ async def create_comp_order(
     keys: KeyRing = request.app.state.keys
     settings = request.app.state.settings
 
-    async def handler() -> OrderRead:
+    async def handler(keep: idempotency.Keep | None = None) -> OrderRead:
         now = utc_now()
+        answer = _Answer(keys, keep, now)
         order, items = await orders_service.place_order(
             session,
             body,
@@ -236,8 +258,9 @@ async def create_comp_order(
             now=now,
             payment_method=PaymentProvider(body.payment_method),
             principal=principal,
+            also=answer.rows if keep else None,
         )
-        return order_read(keys, order, items, now=now)
+        return answer.of(order, items)
 
     return await idempotency.run(
         request,

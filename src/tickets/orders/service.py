@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
@@ -555,12 +555,14 @@ async def place_order(
     payment_method: PaymentProvider | None = None,
     principal: Principal | None = None,
     plan: Plan | None = None,
+    also: Callable[[Order, list[OrderItem]], Sequence[tuple[Insert, Sequence[dict[str, Any]]]]] | None = None,
 ) -> tuple[Order, list[OrderItem]]:
     """Hold seats and places for a new order, all or nothing.
 
     The public's orders are `pending` until paid through Stripe (or `paid` at once when free); box office
     orders (`payment_method` comp, cash or invoice) are `paid` at once and may take blocked seats.
-    `plan` is `plan_order`'s answer for this very body, when the caller has it already.
+    `plan` is `plan_order`'s answer for this very body, when the caller has it already. `also` gives rows
+    of the caller's to insert with the order's own (its Idempotency-Key's answer, say).
     """
     box_office = payment_method is not None
     if plan is None:
@@ -610,7 +612,7 @@ async def place_order(
         paid_at=now if paid_at_once else None,
     )
     items = [
-        OrderItem(
+        OrderItem.model_construct(  # plain values of ours, read and inserted, never flushed
             id=new_id("itm"),
             order_id=order_id,
             ticket_type_id=line.ticket_type.id,
@@ -633,6 +635,7 @@ async def place_order(
     writes: list[tuple[Insert, Sequence[dict[str, Any]]]] = [
         (_INSERT_ORDER, [order.model_dump()]),
         (_INSERT_ITEMS, [item.model_dump() for item in items]),
+        *(also(order, items) if also is not None else ()),
     ]
     # Whether anything is left for the public, read in the same round trip as the writes: it reads only
     # seats, which the hold has written, and needs none of these rows.

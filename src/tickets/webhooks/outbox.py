@@ -19,7 +19,9 @@ def event_row(event_type: str, *, gala_id: str | None, data: dict[str, Any], now
     """An event's outbox row, to insert with `INSERT` in the caller's transaction."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type}")
-    return OutboxEvent(id=new_id("evt"), type=event_type, gala_id=gala_id, data=data, created_at=now).model_dump()
+    # (`model_construct`: the values are ours, and a table model's validating constructor costs 4x more)
+    event = OutboxEvent.model_construct(id=new_id("evt"), type=event_type, gala_id=gala_id, data=data, created_at=now)
+    return event.model_dump()
 
 
 async def emit(

@@ -11,7 +11,8 @@ Work that is one transaction from start to end (`atomic`: an order paid at once,
 its answer is written as the key's finished row in that very transaction. Two concurrent requests with
 one key may then both do the work, but only one can commit it: the other's row collides with the
 first's on the key's unique index (on PostgreSQL it waits there until the first commits), so its whole
-transaction is rolled back and it replays the first answer. One write fewer per request.
+transaction is rolled back and it replays the first answer. No write of the key's own: its row goes
+in with the work's last write (`Keep`).
 """
 
 from __future__ import annotations
@@ -243,11 +244,7 @@ class Keep:
 
     def rows(self, result: Any) -> list[tuple[Insert, list[dict[str, Any]]]]:
         self.response = JSONResponse(_encode(result), status_code=self.status_code)  # sent, and stored
-        return [(_CLAIM, [self._row()])]
-
-    def _row(self) -> dict[str, Any]:
-        assert self.response is not None
-        return {
+        row = {
             "id": new_id("idem"),
             "scope": self.scope,
             "key": self.key,
@@ -257,6 +254,7 @@ class Keep:
             "response_body": bytes(self.response.body).decode(),
             "created_at": utc_now(),
         }
+        return [(_CLAIM, [row])]
 
 
 def _key_taken(exc: IntegrityError) -> bool:
@@ -282,8 +280,8 @@ async def _run_atomic(
     try:
         result = await handler(keep)
         if keep.response is None:  # the handler wrote nothing of its own to join: the row goes alone
-            keep.rows(result)
-            await (await session.connection()).execute(_CLAIM, keep._row())
+            ((statement, rows),) = keep.rows(result)
+            await (await session.connection()).execute(statement, rows)
     except IntegrityError as exc:
         await session.rollback()
         if not _key_taken(exc):

@@ -33,6 +33,7 @@ from tickets.orders import service as orders_service
 from tickets.orders.schemas import OrderCreate
 from tickets.payments import cancellation
 from tickets.payments import service as payments_service
+from tickets.payments.models import RefundKind, RefundStatus
 
 
 def seat_item(tier: dict[str, Any], seat_id: str) -> dict[str, Any]:
@@ -470,3 +471,53 @@ async def test_stripe_down_releases_the_hold(
     assert r.status_code == 502 and r.json()["code"] == "payment_provider_error"
     assert (await seat_status(client, gala["id"]))["A1"] == "available"
     assert (await buy(client, gala["id"], [seat_item(tier, seats["A1"])]))["status"] == "pending"
+
+
+async def test_concurrent_runs_of_one_refund_key_refund_once_and_all_answer(
+    client: httpx.AsyncClient, admin: dict[str, str], db: Database, settings: Settings, stripe_base: str
+) -> None:
+    """Two runs of a gala's cancellation job (two workers, a restart) refund an order under one key at
+    the same time: one claims the refund, the others finish that same refund instead of failing on a
+    balance that their own claim has used up."""
+    gala = await create_gala(client, admin)
+    floor = await add_general(client, admin, gala["id"], 10)
+    tier = await add_ticket_type(client, admin, gala["id"], [floor["id"]], price_amount=1500)
+    await publish(client, admin, gala["id"])
+    order = await _paid_order(client, stripe_base, gala["id"], [{"ticket_type_id": tier["id"], "quantity": 2}])
+    refunds = await asyncio.gather(
+        *(
+            payments_service.refund_order(
+                db,
+                settings,
+                order["id"],
+                amount=None,
+                ticket_ids=None,
+                reason="The gala was cancelled",
+                kind=RefundKind.gala_cancelled,
+                key=f"gala-cancel:{order['id']}",
+            )
+            for _ in range(4)
+        )
+    )
+    assert len({r.id for r in refunds}) == 1 and {r.status for r in refunds} == {RefundStatus.succeeded}
+    after = await read(client, order)
+    assert (after["status"], after["refunded_amount"]) == ("refunded", 3000)
+    listed = (await client.get(f"/v1/orders/{order['id']}/refunds", headers=admin)).json()
+    assert [(r["kind"], r["amount"]) for r in listed] == [("gala_cancelled", 3000)]
+
+
+async def test_one_idempotency_key_on_two_orders_is_two_refunds(
+    client: httpx.AsyncClient, admin: dict[str, str], stripe_base: str
+) -> None:
+    gala = await create_gala(client, admin)
+    floor = await add_general(client, admin, gala["id"], 10)
+    tier = await add_ticket_type(client, admin, gala["id"], [floor["id"]], price_amount=1000)
+    await publish(client, admin, gala["id"])
+    item = [{"ticket_type_id": tier["id"], "quantity": 1}]
+    orders = [await _paid_order(client, stripe_base, gala["id"], item) for _ in range(2)]
+    key = {**admin, "Idempotency-Key": "k" * 255}  # the longest key: the refund's own key stays in its column
+    made = [await client.post(f"/v1/orders/{o['id']}/refunds", json={}, headers=key) for o in orders]
+    assert [r.status_code for r in made] == [201, 201], [r.text for r in made]
+    assert [r.json()["order_id"] for r in made] == [o["id"] for o in orders]
+    for order in orders:
+        assert (await read(client, order))["status"] == "refunded"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -25,6 +27,13 @@ from tickets.payments.stripe_client import verify_webhook
 from tickets.problems import Busy, InvalidApiKey, Unauthenticated, problem_responses
 
 router = APIRouter(tags=["Payments"])
+
+
+def _refund_key(key_id: str, order_id: str, idempotency_key: str) -> str:
+    """The refund's own unique key for an API request's Idempotency-Key: per API key and order (the same
+    Idempotency-Key on another order is another refund), and of a fixed length (the column holds 255)."""
+    digest = hashlib.sha256(f"{key_id}\x00{order_id}\x00{idempotency_key}".encode()).hexdigest()
+    return f"api:{digest}"
 
 
 @router.post(
@@ -97,7 +106,7 @@ async def refund_order(
             amount=body.amount,
             ticket_ids=body.ticket_ids,
             reason=body.reason,
-            key=f"api:{principal.key_id}:{idempotency_key}" if idempotency_key else None,
+            key=_refund_key(principal.key_id, order_id, idempotency_key) if idempotency_key else None,
             principal=principal,
         )
         return RefundRead.from_model(refund)

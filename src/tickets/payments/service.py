@@ -376,6 +376,14 @@ async def refund_order(
         order = await _lock_order(session, order_id)
         if order is None or (principal is not None and not principal.can_access_gala(order.gala_id)):
             raise OrderNotFound(f"No order {order_id}.")
+        if key is not None:
+            # A refund under this key was claimed already (another run of the same job, under the order's
+            # lock just taken, or a retry): finish it. Its pending amount must not count against itself.
+            claimed = (
+                await session.execute(select(Refund).where(col(Refund.idempotency_key) == key).with_for_update())
+            ).scalar_one_or_none()
+            if claimed is not None and claimed.order_id == order.id:
+                return await _resume_refund(session, db, settings, claimed)
         if order.status not in PAID_STATUSES:
             raise OrderNotRefundable(f"A {order.status} order cannot be refunded.", status=order.status)
         balance = order.total_amount - order.refunded_amount - await _pending_refunds(session, order.id)
@@ -433,19 +441,24 @@ async def refund_order(
         try:
             await session.commit()
         except IntegrityError:
-            # This refund was claimed before (a job rerun, or a retry): finish it, never repeat it.
+            # This refund was claimed meanwhile (a job rerun, or a retry): finish it, never repeat it.
             await session.rollback()
             existing: Refund = (
                 await session.execute(
                     select(Refund).where(col(Refund.idempotency_key) == refund.idempotency_key).with_for_update()
                 )
             ).scalar_one()
-            if existing.status == RefundStatus.failed:
-                existing.status = RefundStatus.pending
-                existing.failure = None
-                session.add(existing)
-            await session.commit()
-            return await _complete_refund(db, settings, existing.id)
+            return await _resume_refund(session, db, settings, existing)
+    return await _complete_refund(db, settings, refund.id)
+
+
+async def _resume_refund(session: AsyncSession, db: Database, settings: Settings, refund: Refund) -> Refund:
+    """Finish a refund claimed before (locked in `session`): a failed one is tried again."""
+    if refund.status == RefundStatus.failed:
+        refund.status = RefundStatus.pending
+        refund.failure = None
+        session.add(refund)
+    await session.commit()
     return await _complete_refund(db, settings, refund.id)
 
 

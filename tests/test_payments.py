@@ -93,6 +93,9 @@ def webhook_server(
             "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "STRIPE_API_BASE": stripe_base,
             "DATA_DIR": str(data_dir),
+            # Its periodic jobs would work on the other tests' rows too (the same database, another Stripe
+            # stand-in): a gala cancellation of theirs, say. It is here for webhooks only.
+            "SWEEP_INTERVAL_SECONDS": "3600",
         }
         with live_server(env, workers=1, cwd=data_dir) as base:
             r = httpx.post(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -153,7 +153,12 @@ class _Answer:
         self.keys, self.keep, self.now = keys, keep, now
         self.made: OrderRead | None = None
 
-    def rows(self, order: Order, items: list[OrderItem]) -> Sequence[tuple[Insert, Sequence[dict[str, Any]]]]:
+    @property
+    def also(self) -> Callable[[Order, list[OrderItem]], Sequence[tuple[Insert, Sequence[dict[str, Any]]]]] | None:
+        """For `place_order(also=...)`: the stored answer's rows, or nothing outside an atomic run."""
+        return self._rows if self.keep is not None else None
+
+    def _rows(self, order: Order, items: list[OrderItem]) -> Sequence[tuple[Insert, Sequence[dict[str, Any]]]]:
         assert self.keep is not None
         self.made = self.of(order, items)
         return self.keep.rows(self.made)
@@ -205,7 +210,7 @@ async def create_order(
         known, plan = plan, None  # the hold fills the plan in: a second run (see idempotency.run) plans anew
         answer = _Answer(keys, keep, now)
         order, items = await orders_service.place_order(
-            session, body, settings=settings, now=now, plan=known, also=answer.rows if keep else None
+            session, body, settings=settings, now=now, plan=known, also=answer.also
         )
         if order.payment_provider == PaymentProvider.stripe:
             await session.commit()  # release the seat locks before the network call
@@ -258,7 +263,7 @@ async def create_comp_order(
             now=now,
             payment_method=PaymentProvider(body.payment_method),
             principal=principal,
-            also=answer.rows if keep else None,
+            also=answer.also,
         )
         return answer.of(order, items)
 

@@ -150,18 +150,21 @@ _PLAN = (
     .where(col(Gala.id) == bindparam("gala_id"))
 )
 _PLAN_KEYS = [tuple(column.key for column in table.columns) for table in _PLAN_TABLES]
-# PostgreSQL, a public order that names seats: the plan's read also brings those seats' committed state
-# (what `refuse_if_taken` reads first), as one JSON column computed once: a round trip fewer.
-_SEATS_ASKED = (
-    select(
-        func.json_agg(
-            func.json_build_array(col(Seat.id), col(Seat.label), col(Seat.section_id), free_clause(bindparam("now")))
-        )
-    )
-    .where(col(Seat.id).in_(bindparam("seat_ids", expanding=True)), col(Seat.gala_id) == bindparam("gala_id"))
-    .scalar_subquery()
+# The asked-for seats of a gala as they stand, each with whether the availability rule finds it free.
+_SEAT_STATE = select(
+    col(Seat.id), col(Seat.label), col(Seat.section_id), free_clause(bindparam("now"), include_blocked=False)
+).where(col(Seat.id).in_(bindparam("ids", expanding=True)), col(Seat.gala_id) == bindparam("gala_id"))
+# PostgreSQL, a public order that names seats: the plan's read also brings `_SEAT_STATE` (what
+# `refuse_if_taken` reads first), as one JSON column computed once: a round trip fewer.
+_SEATS_ASKED = _SEAT_STATE.subquery()
+_PLAN_AND_SEATS = _PLAN.add_columns(
+    select(func.json_agg(func.json_build_array(*_SEATS_ASKED.c))).scalar_subquery().label("seats_asked")
 )
-_PLAN_AND_SEATS = _PLAN.add_columns(_SEATS_ASKED.label("seats_asked"))
+
+
+def _seat_state(rows: Sequence[Sequence[Any]]) -> dict[str, tuple[str | None, str, bool]]:
+    """`_SEAT_STATE`'s rows as {seat_id: (label, section_id, free)}."""
+    return {sid: (label, section_id, bool(free)) for sid, label, section_id, free in rows}
 
 
 def _detached(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
@@ -186,7 +189,7 @@ async def _load_plan(session: AsyncSession, body: OrderCreate, *, box_office: bo
     with_seats = bool(seat_ids) and not box_office and conn.dialect.name == "postgresql"
     params: dict[str, Any] = {"gala_id": body.gala_id, "tt_ids": tt_ids}
     if with_seats:
-        params.update(seat_ids=seat_ids, now=now)
+        params.update(ids=seat_ids, now=now)
     rows = await fetch_rows(conn, _PLAN_AND_SEATS if with_seats else _PLAN, params)
     galas, tts, all_sections = _detached(rows)
     gala: Gala | None = next(iter(galas.values()), None)
@@ -202,8 +205,7 @@ async def _load_plan(session: AsyncSession, body: OrderCreate, *, box_office: bo
     sections = {sid: section for sid, section in all_sections.items() if sid in wanted}
     plan = Plan(gala=gala, lines=[], sections=sections)
     if with_seats:
-        asked = rows[0][-1] or []  # (json_agg is typed JSON: already decoded)
-        plan.seats_asked = {sid: (label, section_id, bool(free)) for sid, label, section_id, free in asked}
+        plan.seats_asked = _seat_state(rows[0][-1] or [])  # (json_agg is typed JSON: already decoded)
     tables: dict[str, list[tuple[int, TicketType]]] = {}
     general: dict[tuple[str, str | None], list[Line]] = {}
     for index, item in enumerate(body.items):
@@ -452,12 +454,6 @@ def _sold_out(unavailable: list[dict[str, str]]) -> SoldOut:
     return SoldOut("Not enough tickets left for this order.", unavailable=unavailable)
 
 
-# The asked-for seats of a gala as they stand, each with whether the availability rule finds it free.
-_SEAT_STATE = select(
-    col(Seat.id), col(Seat.label), col(Seat.section_id), free_clause(bindparam("now"), include_blocked=False)
-).where(col(Seat.id).in_(bindparam("ids", expanding=True)), col(Seat.gala_id) == bindparam("gala_id"))
-
-
 def _free_places() -> Select[int]:
     """How many places of the areas :sections are free, counted up to :count: the two branches of the
     hold's pick (available, then held and expired), each a short range of ix_seat_section_status_id."""
@@ -499,7 +495,7 @@ async def refuse_if_taken(db: Database, plan: Plan, *, now: datetime) -> None:
         state = plan.seats_asked
         if state is None or not seat_lines.keys() <= state.keys():  # not read with the plan (or a table's seats)
             rows = await db.glance(_SEAT_STATE, {"ids": sorted(seat_lines), "gala_id": plan.gala.id, "now": now})
-            state = {sid: (label, section_id, bool(free)) for sid, label, section_id, free in rows}
+            state = _seat_state(rows)
         unavailable: list[dict[str, str | None]] = []
         for sid in sorted(seat_lines):
             label, seat_section, free = state.get(sid, (None, "", False))

@@ -6,6 +6,8 @@ from datetime import timedelta
 import httpx
 import pytest
 from fastapi.encoders import jsonable_encoder
+from sqlalchemy import func, select
+from sqlmodel import col
 
 from tests.conftest import make_settings
 from tests.factories import (
@@ -28,6 +30,7 @@ from tickets.orders import service as orders_service
 from tickets.orders.errors import SeatUnavailable
 from tickets.orders.schemas import OrderCreate
 from tickets.problems import ProblemError
+from tickets.webhooks.models import OutboxEvent
 
 
 def seat_item(tier: dict[str, object], seat_id: str, **extra: object) -> dict[str, object]:
@@ -552,6 +555,7 @@ async def test_refusals_read_from_the_committed_state_are_the_holds_own_answers(
         "blocked seat": ([seat_item(tier, seats["A3"])], None, "seat_unavailable"),
         "three taken": ([seat_item(tier, seats[s]) for s in ("A3", "A1", "A2", "A5")], None, "seat_unavailable"),
         "sold-out floor": ([seat_item(tier, seats["A4"]), one_place], None, "sold_out"),
+        "sold-out floor alone": ([one_place], None, "sold_out"),
         "seat before floor": ([one_place, seat_item(tier, seats["A1"])], None, "seat_unavailable"),
         "another gala's seat": (
             [seat_item(tier, seats["A1"]), seat_item(tier, other_seats["A1"])],
@@ -581,3 +585,59 @@ async def test_refusals_read_from_the_committed_state_are_the_holds_own_answers(
     assert await seat_status(client, gala["id"]) == before  # nothing held or sold by any refusal
     r = await client.post("/v1/orders", json=order_body(gala["id"], [seat_item(tier, seats["A4"])]))
     sold(r.json())  # and a free seat is still sold
+
+
+async def test_the_order_that_takes_the_last_seats_marks_the_gala_sold_out_once(
+    client: httpx.AsyncClient, admin: dict[str, str], db: Database
+) -> None:
+    """Free seat orders (on PostgreSQL each one statement, whose read still sees its own seats as free):
+    the order that takes the last seats, and only it, marks the gala sold out and queues gala.sold_out."""
+    gala, tier, seats = await on_sale_theatre(client, admin, price=0, rows="A", per_row=3)
+
+    async def sold_out_events() -> int:
+        async with db.sessions() as session:
+            query = select(func.count()).where(
+                col(OutboxEvent.type) == "gala.sold_out", col(OutboxEvent.gala_id) == gala["id"]
+            )
+            return int((await session.execute(query)).scalar_one())
+
+    first = await client.post("/v1/orders", json=order_body(gala["id"], [seat_item(tier, seats["A2"])]))
+    assert first.status_code == 201 and first.json()["status"] == "paid", first.text
+    assert await sold_out_events() == 0
+    last = await client.post(
+        "/v1/orders", json=order_body(gala["id"], [seat_item(tier, seats["A3"]), seat_item(tier, seats["A1"])])
+    )
+    assert last.status_code == 201, last.text
+    order = last.json()
+    assert order["status"] == "paid" and {i["seat_label"] for i in order["items"]} == {"A1", "A3"}
+    assert await sold_out_events() == 1
+    assert await seat_status(client, gala["id"]) == {"A1": "sold", "A2": "sold", "A3": "sold"}
+    token = {"X-Order-Token": order["access_token"]}
+    tickets = (await client.get(f"/v1/orders/{order['id']}/tickets", headers=token)).json()["data"]
+    assert sorted((t["seat_label"], t["status"]) for t in tickets) == [("A1", "valid"), ("A3", "valid")]
+    again = await client.post("/v1/orders", json=order_body(gala["id"], [seat_item(tier, seats["A1"])]))
+    assert again.json()["code"] == "seat_unavailable"
+    assert await sold_out_events() == 1
+
+
+async def test_places_over_two_areas_are_refused_only_when_both_are_full(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    gala = await create_gala(client, admin)
+    east = await add_general(client, admin, gala["id"], 2, name="East")
+    west = await add_general(client, admin, gala["id"], 2, name="West")
+    tier = await add_ticket_type(client, admin, gala["id"], [east["id"], west["id"]], price_amount=0)
+    await publish(client, admin, gala["id"])
+
+    async def order(quantity: int, **extra: str) -> httpx.Response:
+        item = {"ticket_type_id": tier["id"], "quantity": quantity, **extra}
+        return await client.post("/v1/orders", json=order_body(gala["id"], [item]))
+
+    assert (await order(2, section_id=east["id"])).status_code == 201
+    refused = await order(1, section_id=east["id"])
+    assert (refused.status_code, refused.json()["unavailable"]) == (409, [{"section_id": east["id"]}])
+    r = await order(2)  # East is full, West has both places left
+    assert r.status_code == 201, r.text
+    assert {i["section_id"] for i in r.json()["items"]} == {west["id"]}
+    refused = await order(1)
+    assert (refused.status_code, refused.json()["unavailable"]) == (409, [{"ticket_type_id": tier["id"]}])

@@ -287,16 +287,30 @@ async def fetch_rows(conn: AsyncConnection, statement: Executable, params: dict[
     if conn.dialect.name != "postgresql":
         return list((await conn.execute(statement, params)).all())
     sql, args, prepared = _driver_call(statement, conn.dialect, params)
+    return _rows(await _fetch_on_driver(conn, sql, args), prepared)
+
+
+async def _fetch_on_driver(conn: AsyncConnection, sql: str, args: Sequence[Any]) -> list[Any]:
+    """The records of `sql` run on `conn`'s asyncpg connection, with errors raised as SQLAlchemy's."""
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
     with _as_sqlalchemy_errors(sql, args):
         try:
-            records = await driver.fetch(sql, *args)
+            return list(await driver.fetch(sql, *args))
         except Exception as exc:
             if _connection_lost(exc):
                 await conn.invalidate()  # as SQLAlchemy does when its own statement finds the connection gone
             raise
-    return _rows(records, prepared)
+
+
+async def no_transaction_open(session: AsyncSession) -> bool:
+    """Whether `session` is on PostgreSQL and has opened no transaction on the database yet, so that a
+    statement run by `insert_all_at_once` commits on its own."""
+    conn = await session.connection()
+    if conn.dialect.name != "postgresql":
+        return False
+    driver = (await conn.get_raw_connection()).driver_connection
+    return driver is not None and not driver.is_in_transaction()
 
 
 @asynccontextmanager
@@ -346,13 +360,40 @@ async def insert_all(
         for statement, rows in todo:
             await conn.execute(statement, rows)
         return None if then is None else (await conn.execute(then[0], then[1])).first()
+    sql, args = _insert_all_call(todo, then, conn.dialect)
+    result = await conn.exec_driver_sql(sql, tuple(args))
+    return None if then is None else result.first()
+
+
+async def insert_all_at_once(
+    session: AsyncSession,
+    batches: Sequence[tuple[Insert, Sequence[dict[str, Any]]]],
+    *,
+    then: tuple[Select[Any], dict[str, Any]],
+) -> Sequence[Any]:
+    """`insert_all`'s one statement on PostgreSQL, run in autocommit on the driver by a session that has
+    no transaction open (`no_transaction_open`): atomic, as any single statement is, and committed by itself,
+    without the BEGIN and COMMIT round trips. `then` may hold data-modifying CTEs of its own. Returns
+    `then`'s first row."""
+    conn = await session.connection()
+    todo = [(statement, list(rows)) for statement, rows in batches if rows]
+    sql, args = _insert_all_call(todo, then, conn.dialect)
+    first: Sequence[Any] = (await _fetch_on_driver(conn, sql, args))[0]
+    return first
+
+
+def _insert_all_call(
+    todo: Sequence[tuple[Insert, Sequence[dict[str, Any]]]],
+    then: tuple[Select[Any], dict[str, Any]] | None,
+    dialect: Dialect,
+) -> tuple[str, list[Any]]:
+    """The SQL text and positional arguments of `insert_all`'s combined statement on PostgreSQL."""
     shape = tuple((statement, tuple(rows[0]), len(rows)) for statement, rows in todo)
     read, params = then if then is not None else (None, {})
-    sql, binds, constants = _combined_insert(shape, read, tuple(sorted(params)), conn.dialect)
+    sql, binds, constants = _combined_insert(shape, read, tuple(sorted(params)), dialect)
     values = [row[column] for _, rows in todo for row in rows for column in rows[0]]
     values += [params[name] for name in sorted(params)] + constants
-    result = await conn.exec_driver_sql(sql, tuple(process(values[i]) for i, process in binds))
-    return None if read is None else result.first()
+    return sql, [process(values[i]) for i, process in binds]
 
 
 @lru_cache(maxsize=512)

@@ -162,10 +162,15 @@ async def live_seat_owners(c: httpx.AsyncClient, admin: dict[str, str], gala_id:
             return owners
 
 
-async def test_reserved_seats_never_sold_twice(server: tuple[str, dict[str, str]], database_url: str) -> None:
+@pytest.mark.parametrize("price", [2500, 0], ids=["held for payment", "sold at once"])
+async def test_reserved_seats_never_sold_twice(
+    server: tuple[str, dict[str, str]], database_url: str, price: int
+) -> None:
+    """Overlapping pairs of seats: on PostgreSQL each order is one statement that takes both seats or
+    neither (a card order's hold, a free order's sale with its tickets)."""
     base, admin = server
     async with httpx.AsyncClient(base_url=base, timeout=60) as c:
-        setup = await setup_gala(c, admin, seats=30, price=2500)
+        setup = await setup_gala(c, admin, seats=30, price=price)
         rng = random.Random(7)
         bodies = [
             buyer(
@@ -180,15 +185,23 @@ async def test_reserved_seats_never_sold_twice(server: tuple[str, dict[str, str]
         assert not any(r.status_code >= 500 for r in responses), summary
         assert set(summary) <= {"201", "409 seat_unavailable", "409 busy"}, summary
         won = [r.json() for r in responses if r.status_code == 201]
-        assert all(len(o["items"]) == 2 and o["status"] == "pending" for o in won)
+        status = "pending" if price else "paid"
+        assert all(len(o["items"]) == 2 and o["status"] == status for o in won)
         taken = Counter(i["seat_id"] for o in won for i in o["items"])
         assert max(taken.values()) == 1, "a seat was held by two orders"
         assert 1 <= len(won) <= 15
         owners = await live_seat_owners(c, admin, setup["gala"]["id"])
         assert owners and max(owners.values()) == 1
         seat_map = (await c.get(f"/v1/galas/{setup['gala']['id']}/seats")).json()
-        held = {s["id"] for s in seat_map["sections"][0]["seats"] if s["status"] == "held"}
+        held = {s["id"] for s in seat_map["sections"][0]["seats"] if s["status"] == ("held" if price else "sold")}
         assert held == set(taken)
+        if not price:  # one valid ticket for each seat sold, in the order that bought it
+            for o in won:
+                token = {"X-Order-Token": o["access_token"]}
+                tickets = (await c.get(f"/v1/orders/{o['id']}/tickets", headers=token)).json()["data"]
+                assert sorted(t["seat_id"] for t in tickets if t["status"] == "valid") == sorted(
+                    i["seat_id"] for i in o["items"]
+                )
     assert find_violations(database_url) == []
 
 

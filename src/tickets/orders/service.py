@@ -6,31 +6,41 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypedDict
 
 from sqlalchemy import (
+    ARRAY,
+    BindParameter,
     ColumnElement,
     Insert,
     Integer,
     Select,
+    String,
+    all_,
     and_,
+    any_,
     bindparam,
+    case,
     exists,
     func,
     insert,
     or_,
     select,
+    type_coerce,
     union_all,
     update,
 )
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.sql.elements import Grouping
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.auth.service import Principal
 from tickets.config import Settings
-from tickets.db import Database, fetch_rows, insert_all
+from tickets.db import Database, fetch_rows, insert_all, insert_all_at_once, no_transaction_open
 from tickets.galas.errors import GalaNotFound, GalaNotOnSale
 from tickets.galas.models import Gala, GalaStatus
 from tickets.ids import new_id
@@ -108,6 +118,9 @@ class Plan:
     # The committed state of the seats the body names, read with the plan when the engine allows:
     # {seat_id: (label, section_id, free)} (a seat of another gala, or none, is missing).
     seats_asked: dict[str, tuple[str | None, str, bool]] | None = None
+    # Likewise for an order of general places only: {section_id: free places}, each counted up to the
+    # number of places the order asks for (every general section of the asked ticket types is there).
+    places_free: dict[str, int] | None = None
 
     @property
     def subtotal(self) -> int:
@@ -150,6 +163,7 @@ _PLAN = (
     .where(col(Gala.id) == bindparam("gala_id"))
 )
 _PLAN_KEYS = [tuple(column.key for column in table.columns) for table in _PLAN_TABLES]
+_SECTION_ID_AT = len(_PLAN_KEYS[0]) + len(_PLAN_KEYS[1])  # where a row's Section columns start (its id)
 # The asked-for seats of a gala as they stand, each with whether the availability rule finds it free.
 _SEAT_STATE = select(
     col(Seat.id), col(Seat.label), col(Seat.section_id), free_clause(bindparam("now"), include_blocked=False)
@@ -159,6 +173,35 @@ _SEAT_STATE = select(
 _SEATS_ASKED = _SEAT_STATE.subquery()
 _PLAN_AND_SEATS = _PLAN.add_columns(
     select(func.json_agg(func.json_build_array(*_SEATS_ASKED.c))).scalar_subquery().label("seats_asked")
+)
+
+
+def _free_places(in_area: ColumnElement[bool], count: BindParameter[int], *outer: type[Section]) -> Select[int]:
+    """How many places of the area(s) that `in_area` picks are free, counted up to `count`: the two
+    branches of the hold's pick (available, then held and expired), each a short range of
+    ix_seat_section_status_id. (`outer`: tables of an enclosing query that `in_area` refers to.)"""
+
+    def branch(rule: ColumnElement[bool]) -> Select[str]:
+        pick = select(col(Seat.id)).where(in_area, rule, col(Seat.blocked).is_(False)).limit(count)
+        places = (pick.correlate(*outer) if outer else pick).subquery()
+        return select(places.c.id)
+
+    free = union_all(
+        branch(col(Seat.status) == SeatStatus.available),
+        branch(and_(col(Seat.status) == SeatStatus.held, col(Seat.hold_expires_at) <= bindparam("now"))),
+    ).subquery()
+    return select(func.count()).select_from(free)
+
+
+# The free places of the areas :sections, up to :count (`refuse_if_taken`, when they did not come with the plan).
+_FREE_PLACES = _free_places(
+    col(Seat.section_id).in_(bindparam("sections", expanding=True)), bindparam("count", type_=Integer)
+)
+# PostgreSQL, a public order of general places only: the plan's read also brings, on each general
+# section's row, its free places up to :places_cap (the places the order asks for): a round trip fewer.
+_PLACES_FREE = _free_places(col(Seat.section_id) == col(Section.id), bindparam("places_cap", type_=Integer), Section)
+_PLAN_AND_PLACES = _PLAN.add_columns(
+    case((col(Section.kind) == SectionKind.general, _PLACES_FREE.scalar_subquery())).label("places_free")
 )
 
 
@@ -185,12 +228,18 @@ def _detached(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
 async def _load_plan(session: AsyncSession, body: OrderCreate, *, box_office: bool, now: datetime) -> Plan:
     tt_ids = sorted({item.ticket_type_id for item in body.items})
     seat_ids = sorted({item.seat_id for item in body.items if item.seat_id is not None})
+    places_only = all(item.seat_id is None and item.table is None for item in body.items)
     conn = await session.connection()
-    with_seats = bool(seat_ids) and not box_office and conn.dialect.name == "postgresql"
+    public_pg = not box_office and conn.dialect.name == "postgresql"
+    with_seats = public_pg and bool(seat_ids)
+    with_places = public_pg and places_only
     params: dict[str, Any] = {"gala_id": body.gala_id, "tt_ids": tt_ids}
     if with_seats:
         params.update(ids=seat_ids, now=now)
-    rows = await fetch_rows(conn, _PLAN_AND_SEATS if with_seats else _PLAN, params)
+    elif with_places:
+        params.update(places_cap=sum(item.quantity or 1 for item in body.items), now=now)
+    statement = _PLAN_AND_SEATS if with_seats else _PLAN_AND_PLACES if with_places else _PLAN
+    rows = await fetch_rows(conn, statement, params)
     galas, tts, all_sections = _detached(rows)
     gala: Gala | None = next(iter(galas.values()), None)
     if gala is None or (gala.status == GalaStatus.draft and not box_office):
@@ -206,6 +255,8 @@ async def _load_plan(session: AsyncSession, body: OrderCreate, *, box_office: bo
     plan = Plan(gala=gala, lines=[], sections=sections)
     if with_seats:
         plan.seats_asked = _seat_state(rows[0][-1] or [])  # (json_agg is typed JSON: already decoded)
+    elif with_places:
+        plan.places_free = {row[_SECTION_ID_AT]: row[-1] for row in rows if row[-1] is not None}
     tables: dict[str, list[tuple[int, TicketType]]] = {}
     general: dict[tuple[str, str | None], list[Line]] = {}
     for index, item in enumerate(body.items):
@@ -454,30 +505,6 @@ def _sold_out(unavailable: list[dict[str, str]]) -> SoldOut:
     return SoldOut("Not enough tickets left for this order.", unavailable=unavailable)
 
 
-def _free_places() -> Select[int]:
-    """How many places of the areas :sections are free, counted up to :count: the two branches of the
-    hold's pick (available, then held and expired), each a short range of ix_seat_section_status_id."""
-    count = bindparam("count", type_=Integer)
-
-    def branch(rule: ColumnElement[bool]) -> Select[str]:
-        places = (
-            select(col(Seat.id))
-            .where(col(Seat.section_id).in_(bindparam("sections", expanding=True)), rule, col(Seat.blocked).is_(False))
-            .limit(count)
-            .subquery()
-        )
-        return select(places.c.id)
-
-    free = union_all(
-        branch(col(Seat.status) == SeatStatus.available),
-        branch(and_(col(Seat.status) == SeatStatus.held, col(Seat.hold_expires_at) <= bindparam("now"))),
-    ).subquery()
-    return select(func.count()).select_from(free)
-
-
-_FREE_PLACES = _free_places()
-
-
 async def refuse_if_taken(db: Database, plan: Plan, *, now: datetime) -> None:
     """Refuse a public order at once when what it asks for is already taken in the committed state,
     with the very answer the hold would give, and without taking a lock.
@@ -512,8 +539,11 @@ async def refuse_if_taken(db: Database, plan: Plan, *, now: datetime) -> None:
         return  # two lines draw on one area: the hold takes them one after the other
     sold_out: list[dict[str, str]] = []
     for (tt, section_id, lines), sections in zip(plan.general, areas, strict=True):
-        params = {"sections": sections, "count": len(lines), "now": now}
-        if (await db.glance(_FREE_PLACES, params))[0][0] < len(lines):
+        if plan.places_free is not None:  # read with the plan, each area's count capped at least at len(lines)
+            places = sum(plan.places_free.get(area, 0) for area in sections)
+        else:
+            places = (await db.glance(_FREE_PLACES, {"sections": sections, "count": len(lines), "now": now}))[0][0]
+        if places < len(lines):
             sold_out.append({"section_id": section_id} if section_id else {"ticket_type_id": tt.id})
     if sold_out:
         raise _sold_out(sold_out)
@@ -559,6 +589,11 @@ async def place_order(
     orders (`payment_method` comp, cash or invoice) are `paid` at once and may take blocked seats.
     `plan` is `plan_order`'s answer for this very body, when the caller has it already. `also` gives rows
     of the caller's to insert with the order's own (its Idempotency-Key's answer, say).
+
+    Everything is written in `session`'s transaction, except on PostgreSQL for a public order of
+    reserved seats alone when `session` has no transaction open yet: that order is one statement that
+    commits on its own (`_sell_seats_at_once`), and whatever the caller writes afterwards is a
+    transaction of its own.
     """
     box_office = payment_method is not None
     if plan is None:
@@ -578,7 +613,8 @@ async def place_order(
     # An order that needs no card payment is paid at once: its seats are taken as sold and the order
     # is written as paid, instead of held and pending first and then updated (two fewer writes).
     paid_at_once = provider != PaymentProvider.stripe
-    await _hold(
+    hold = partial(
+        _hold,
         session,
         plan,
         order_id,
@@ -588,6 +624,11 @@ async def place_order(
         naive=settings.unsafe_naive_holds,
         sell=paid_at_once,
     )
+    at_once = not settings.unsafe_naive_holds and _sold_in_one_statement(plan) and await no_transaction_open(session)
+    if at_once:
+        _seat_lines_from_plan(plan)
+    else:
+        await hold()
     order = Order(
         id=order_id,
         gala_id=plan.gala.id,
@@ -633,53 +674,166 @@ async def place_order(
         (_INSERT_ITEMS, [item.model_dump() for item in items]),
         *(also(order, items) if also is not None else ()),
     ]
-    # Whether anything is left for the public, read in the same round trip as the writes: it reads only
-    # seats, which the hold has written, and needs none of these rows.
-    probe = (_ANYTHING_LEFT, {"gala_id": plan.gala.id, "now": now}) if plan.gala.sold_out_at is None else None
     if paid_at_once:
-        left = await _issue(session, order, items, now=now, gala_title=plan.gala.title, after=writes, then=probe)
-    else:
-        left = await insert_all(session, writes, then=probe)
-    if left is not None and not left[0]:
-        await _mark_sold_out(session, plan.gala, now=now)
+        writes += await _issue_rows(session, order, items, now=now, gala_title=plan.gala.title)
+    left: bool | None = None
+    if at_once:
+        left = await _sell_seats_at_once(session, plan, order, writes, now=now, sell=paid_at_once)
+        if left is None:  # a seat was taken since the plan's read: the hold gives the exact answer
+            at_once = False
+            await hold()
+    if not at_once:
+        # Whether anything is left for the public, read in the same round trip as the writes: it reads
+        # only seats, which the hold has written, and needs none of these rows.
+        probe = (_ANYTHING_LEFT, {"gala_id": plan.gala.id, "now": now})
+        first = await insert_all(session, writes, then=probe if plan.gala.sold_out_at is None else None)
+        left = None if first is None else bool(first[0])
+    if left is False and plan.gala.sold_out_at is None:
+        await _mark_sold_out(session, plan.gala, now=now, committed=at_once)
     make_transient_to_detached(order)
     session.add(order)
     return order, items
 
 
+def _sold_in_one_statement(plan: Plan) -> bool:
+    """Whether the order can be sold by `_sell_seats_at_once`: a public order of reserved seats alone
+    (no places, no tables), every seat read with the plan and of a section its ticket type is sold in,
+    with nothing else to lock first (a quota, a promo code's limit)."""
+    state = plan.seats_asked
+    if state is None or not plan.lines or plan.general:
+        return False
+    if plan.promo is not None and plan.promo.max_uses is not None:
+        return False
+    for line in plan.lines:
+        tt = line.ticket_type
+        if line.seat_id is None or line.table is not None or tt.quota is not None:
+            return False
+        seat = state.get(line.seat_id)
+        if seat is None or seat[0] is None or seat[1] not in tt.section_ids:
+            return False  # the hold names the item that is wrong
+    return True
+
+
+def _seat_lines_from_plan(plan: Plan) -> None:
+    """Fill in each line's seat label and section from the seats read with the plan (neither ever
+    changes), as the hold would."""
+    assert plan.seats_asked is not None
+    for line in plan.lines:
+        assert line.seat_id is not None
+        line.seat_label, line.section_id = plan.seats_asked[line.seat_id][:2]
+
+
+async def _sell_seats_at_once(
+    session: AsyncSession,
+    plan: Plan,
+    order: Order,
+    writes: Sequence[tuple[Insert, Sequence[dict[str, Any]]]],
+    *,
+    now: datetime,
+    sell: bool,
+) -> bool | None:
+    """PostgreSQL: hold (or, with `sell`, sell) the plan's seats and write the order's rows in one
+    statement, committed on its own (`insert_all_at_once`; the caller's session has no transaction open).
+    Returns whether anything is left for the public; None, with nothing written, if a seat was not free."""
+    seats = sorted((line.seat_id, line.ticket_type.id) for line in plan.lines if line.seat_id is not None)
+    taken = holds.taken(sell, order.expires_at or now)
+    params = {
+        "gala_id": plan.gala.id,
+        "now": now,
+        "sale_seat_ids": [seat_id for seat_id, _ in seats],
+        "sale_ticket_type_ids": [tt_id for _, tt_id in seats],
+        "sale_count": len(seats),
+        "sale_status": taken["status"],
+        "sale_expires_at": taken["hold_expires_at"],
+        "sale_order_id": order.id,
+    }
+    try:
+        row = await insert_all_at_once(session, writes, then=(_SEAT_SALE, params))
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == REQUIREMENT_FAILED:
+            return None
+        raise
+    return bool(row[1])
+
+
 _INSERT_ORDER = insert(Order)
 _INSERT_ITEMS = insert(OrderItem)
 
-# Two index probes on (gala_id, status), each stopping at its first row: an available seat, or one whose
-# hold has expired. (The availability rule's OR in one query made PostgreSQL collect every available
-# seat of the gala first.)
-_ANYTHING_LEFT = select(
-    or_(
-        exists().where(
-            col(Seat.gala_id) == bindparam("gala_id"),
-            col(Seat.status) == SeatStatus.available,
-            col(Seat.blocked).is_(False),
-        ),
-        exists().where(
-            col(Seat.gala_id) == bindparam("gala_id"),
-            col(Seat.status) == SeatStatus.held,
-            col(Seat.hold_expires_at) <= bindparam("now"),
-            col(Seat.blocked).is_(False),
-        ),
+
+def _left_for_the_public(besides: BindParameter[Sequence[str]] | None = None) -> ColumnElement[bool]:
+    """Whether any seat or place of :gala_id is left for the public (`besides` these ids): two index
+    probes on (gala_id, status), each stopping at its first row, an available seat or one whose hold has
+    expired. (The availability rule's OR in one query made PostgreSQL collect every available seat of
+    the gala first.)"""
+
+    def any_seat(*rule: ColumnElement[bool]) -> ColumnElement[bool]:
+        others = () if besides is None else (col(Seat.id) != all_(besides),)
+        return exists().where(col(Seat.gala_id) == bindparam("gala_id"), *rule, col(Seat.blocked).is_(False), *others)
+
+    return or_(
+        any_seat(col(Seat.status) == SeatStatus.available),
+        any_seat(col(Seat.status) == SeatStatus.held, col(Seat.hold_expires_at) <= bindparam("now")),
     )
-)
 
 
-async def _mark_sold_out(session: AsyncSession, gala: Gala, *, now: datetime) -> None:
-    """Nothing is left for the public (`_ANYTHING_LEFT` found nothing): the first time, tell integrators
-    (`gala.sold_out`), once."""
-    marked = await session.execute(
-        update(Gala).where(col(Gala.id) == gala.id, col(Gala.sold_out_at).is_(None)).values(sold_out_at=now)
+_ANYTHING_LEFT = select(_left_for_the_public())
+
+
+def _seat_sale() -> Select[Any, Any]:
+    """The hold of `_sell_seats_at_once`, as the read after its INSERTs (`insert_all_at_once`): lock the
+    asked-for seats of :gala_id in id order (`FOR UPDATE`, re-checked after any wait, as `hold_seats`
+    does), take those that are free, then
+    - `tickets_require` ends the statement with SQLSTATE TK001, undoing all of it, unless every seat
+      was taken (a migration of ours defines it);
+    - report whether anything else is left for the public (in one statement the read still sees these
+      seats as they were, hence `besides`)."""
+    ids = bindparam("sale_seat_ids", type_=ARRAY(String))
+    locked = (
+        select(col(Seat.id))
+        .where(col(Seat.id) == any_(ids), col(Seat.gala_id) == bindparam("gala_id"), col(Seat.label).is_not(None))
+        .order_by(col(Seat.id))
+        .with_for_update()
+        .cte("locked")
     )
-    if marked.rowcount:  # type: ignore[attr-defined]
-        await outbox.emit(
-            session, "gala.sold_out", gala_id=gala.id, data={"gala_id": gala.id, "title": gala.title}, now=now
+    # (in parentheses: PostgreSQL subscripts a cast only then)
+    ticket_types = type_coerce(Grouping(bindparam("sale_ticket_type_ids", type_=ARRAY(String))), ARRAY(String))
+    held = (
+        update(Seat)
+        .where(col(Seat.id) == locked.c.id, free_clause(bindparam("now")))
+        .values(
+            status=bindparam("sale_status"),
+            hold_expires_at=bindparam("sale_expires_at"),
+            order_id=bindparam("sale_order_id"),
+            ticket_type_id=ticket_types[func.array_position(ids, col(Seat.id))],
         )
+        .returning(col(Seat.id))
+        .cte("held")
+    )
+    all_held = select(func.count()).select_from(held).scalar_subquery() == bindparam("sale_count", type_=Integer)
+    return select(func.tickets_require(all_held, "a seat was not free"), _left_for_the_public(besides=ids))
+
+
+_SEAT_SALE = _seat_sale()
+REQUIREMENT_FAILED = "TK001"  # tickets_require's SQLSTATE
+
+
+async def _mark_sold_out(session: AsyncSession, gala: Gala, *, now: datetime, committed: bool = False) -> None:
+    """Nothing is left for the public (`_ANYTHING_LEFT` found nothing): the first time, tell integrators
+    (`gala.sold_out`), once. After a sale already `committed`, in the session's own transaction, and a
+    failure to mark (a lock wait that timed out) does not fail the sale: it is logged."""
+    try:
+        marked = await session.execute(
+            update(Gala).where(col(Gala.id) == gala.id, col(Gala.sold_out_at).is_(None)).values(sold_out_at=now)
+        )
+        if marked.rowcount:  # type: ignore[attr-defined]
+            await outbox.emit(
+                session, "gala.sold_out", gala_id=gala.id, data={"gala_id": gala.id, "title": gala.title}, now=now
+            )
+    except DBAPIError:
+        if not committed:
+            raise
+        await session.rollback()
+        log.warning("gala %s sold out, but marking it so failed", gala.id, exc_info=True)
 
 
 async def mark_paid(session: AsyncSession, order: Order, items: Sequence[OrderItem], *, now: datetime) -> None:
@@ -693,19 +847,17 @@ async def mark_paid(session: AsyncSession, order: Order, items: Sequence[OrderIt
     await _issue(session, order, items, now=now)
 
 
-async def _issue(
-    session: AsyncSession,
-    order: Order,
-    items: Sequence[OrderItem],
-    *,
-    now: datetime,
-    gala_title: str | None = None,
-    after: Sequence[tuple[Insert, Sequence[dict[str, Any]]]] = (),
-    then: tuple[Select[Any], dict[str, Any]] | None = None,
-) -> Sequence[Any] | None:
-    """Issue a paid order's tickets, queue its emails and tell integrators, in the caller's transaction:
-    one write (`insert_all`), after the caller's own `after` rows, and `then`'s first row (see
-    `insert_all`). (`gala_title` when the caller has the gala at hand: one query fewer.)"""
+async def _issue(session: AsyncSession, order: Order, items: Sequence[OrderItem], *, now: datetime) -> None:
+    """Issue a paid order's tickets, queue its emails and tell integrators, in the caller's transaction."""
+    await insert_all(session, await _issue_rows(session, order, items, now=now))
+    await session.flush()
+
+
+async def _issue_rows(
+    session: AsyncSession, order: Order, items: Sequence[OrderItem], *, now: datetime, gala_title: str | None = None
+) -> list[tuple[Insert, Sequence[dict[str, Any]]]]:
+    """The rows that issue a paid order's tickets, queue its emails and tell integrators, for one
+    `insert_all`. (`gala_title` when the caller has the gala at hand: one query fewer.)"""
     tickets = ticket_service.new_tickets(order, items, now=now)
     # The buyer's and guests' emails: queued here, so they exist if and only if the payment commits.
     title = gala_title or await mail_outbox.title_of_gala(session, order.gala_id)
@@ -714,18 +866,11 @@ async def _issue(
     mail = mail_outbox.paid_order_mail(order, guests, now=now, gala_title=title)
     event = outbox.event_row("order.paid", gala_id=order.gala_id, data=order_event_data(order, len(items)), now=now)
     dialect = (await session.connection()).dialect.name
-    first = await insert_all(
-        session,
-        [
-            *after,
-            (ticket_service.INSERT_TICKETS, tickets),
-            (mail_outbox.INSERT_ONCE[dialect], mail),
-            (outbox.INSERT, [event]),
-        ],
-        then=then,
-    )
-    await session.flush()
-    return first
+    return [
+        (ticket_service.INSERT_TICKETS, tickets),
+        (mail_outbox.INSERT_ONCE[dialect], mail),
+        (outbox.INSERT, [event]),
+    ]
 
 
 def order_event_data(order: Order, tickets: int | None = None) -> dict[str, object]:

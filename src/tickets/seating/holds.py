@@ -36,7 +36,7 @@ from tickets.seating.models import Seat, SeatStatus
 from tickets.seating.service import free_clause
 
 
-def _taken(sell: bool, expires_at: datetime) -> dict[str, object]:
+def taken(sell: bool, expires_at: datetime) -> dict[str, object]:
     """What a taken seat is set to: sold for good, or held until `expires_at`."""
     if sell:
         return {"status": SeatStatus.sold, "hold_expires_at": None}
@@ -108,7 +108,7 @@ async def hold_seats(
             free_clause(now, include_blocked=include_blocked),
         )
         .values(
-            **_taken(sell, expires_at),
+            **taken(sell, expires_at),
             order_id=order_id,
             ticket_type_id=case({sid: tt for sid, (tt, _) in seats.items()}, value=col(Seat.id)),
         )
@@ -164,7 +164,7 @@ async def hold_places(
 ) -> list[str]:
     """Hold up to `count` free places of a general area; returns the ids held (fewer if it sold out).
     With `sell`, they are taken as sold straight away."""
-    taken = _taken(sell, expires_at)
+    setting = taken(sell, expires_at)
     if naive:
         free = list(
             (
@@ -182,7 +182,7 @@ async def hold_places(
                 update(Seat)
                 .where(col(Seat.id).in_(free))
                 .values(
-                    **taken,
+                    **setting,
                     order_id=order_id,
                     ticket_type_id=ticket_type_id,
                 )
@@ -197,9 +197,9 @@ async def hold_places(
             "pick_section_id": section_id,
             "count": count,
             "now": now,
-            "new_status": taken["status"],
+            "new_status": setting["status"],
             "new_order_id": order_id,
-            "new_expires_at": taken["hold_expires_at"],
+            "new_expires_at": setting["hold_expires_at"],
             "new_ticket_type_id": ticket_type_id,
         },
     )
@@ -279,7 +279,7 @@ async def _naive_hold(
             update(Seat)
             .where(col(Seat.id) == sid)
             .values(
-                **_taken(sell, expires_at),
+                **taken(sell, expires_at),
                 order_id=order_id,
                 ticket_type_id=seats[sid][0],
             )

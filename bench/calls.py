@@ -7,24 +7,30 @@ one call of the ASGI app (so neither uvicorn nor a client is counted). For each 
 the Python function calls per request, counted by cProfile (within 0.1 % from run to run of the same
 code, whatever else the machine is doing), and the CPU per request, the best of 3 runs (which drifts with
 the machine, like every timing). Kinds: `/healthz`; an order whose body fails validation (422); an order
-refused because its seats are sold (409), with and without an `Idempotency-Key`; a free order of two
-places of a general area, sold (201, with a key); a door admission.
+refused because its seats are sold (409), with and without an `Idempotency-Key`; one refused because its
+general area is sold out; a free order of two places of a general area, and one of two reserved seats,
+sold (201, with a key); a door admission. It also counts the statements each request sends to
+PostgreSQL, each a round trip (by wrapping the three asyncpg methods that send one).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
+import functools
 import json
 import pstats
 import secrets
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg.connection
+import asyncpg.prepared_stmt
 import harness
 import httpx
 from fastapi import FastAPI
@@ -35,6 +41,38 @@ from tickets.auth.models import Role
 from tickets.config import Settings
 from tickets.main import create_app, tune_garbage_collector
 from tickets.migrate import upgrade_to_head
+
+
+@contextlib.contextmanager
+def round_trips() -> Iterator[list[int]]:
+    """Count, while open, every statement asyncpg sends, each a round trip: a query without arguments
+    (simple protocol: BEGIN, COMMIT), one with arguments, and a run of a prepared statement (what
+    SQLAlchemy's adapter uses). (Wrapped only here: the wrappers' own calls would count in cProfile.)"""
+    count = [0]
+    conn, prepared = asyncpg.connection.Connection, asyncpg.prepared_stmt.PreparedStatement
+    patched = [
+        (conn, "execute", lambda *call, **_: len(call) == 2),  # (self, query): no arguments
+        (conn, "_do_execute", None),
+        (prepared, "_PreparedStatement__do_execute", None),
+    ]
+    originals = [getattr(owner, name) for owner, name, _ in patched]
+
+    def counted(method: Any, sends: Callable[..., bool] | None) -> Any:
+        @functools.wraps(method)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if sends is None or sends(*args, **kwargs):
+                count[0] += 1
+            return await method(*args, **kwargs)
+
+        return wrapper
+
+    for (owner, name, sends), method in zip(patched, originals, strict=True):
+        setattr(owner, name, counted(method, sends))
+    try:
+        yield count
+    finally:
+        for (owner, name, _), method in zip(patched, originals, strict=True):
+            setattr(owner, name, method)
 
 
 async def call(app: FastAPI, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> int:
@@ -100,6 +138,9 @@ async def setup(app: FastAPI, n: int) -> dict[str, Any]:
         stalls = await post(f"/v1/galas/{gid}/sections", {"name": "Stalls", "kind": "reserved", "seats": seats})
         hall = await post(f"/v1/galas/{gid}/sections", {"name": "Hall", "kind": "general", "capacity": n})
         floor = await post(f"/v1/galas/{gid}/sections", {"name": "Floor", "kind": "general", "capacity": 2 * n})
+        gone = await post(f"/v1/galas/{gid}/sections", {"name": "Gone", "kind": "general", "capacity": 1})
+        boxes = [{"label": f"B{i}", "row": "B", "number": i} for i in range(2 * n)]
+        box = await post(f"/v1/galas/{gid}/sections", {"name": "Boxes", "kind": "reserved", "seats": boxes})
         seat_tt = await post(
             f"/v1/galas/{gid}/ticket-types", {"name": "Stalls", "price_amount": 0, "section_ids": [stalls["id"]]}
         )
@@ -109,12 +150,21 @@ async def setup(app: FastAPI, n: int) -> dict[str, Any]:
         floor_tt = await post(
             f"/v1/galas/{gid}/ticket-types", {"name": "Floor", "price_amount": 0, "section_ids": [floor["id"]]}
         )
+        gone_tt = await post(
+            f"/v1/galas/{gid}/ticket-types", {"name": "Gone", "price_amount": 0, "section_ids": [gone["id"]]}
+        )
+        box_tt = await post(
+            f"/v1/galas/{gid}/ticket-types", {"name": "Boxes", "price_amount": 0, "section_ids": [box["id"]]}
+        )
         await post(f"/v1/galas/{gid}/publish", None)
         seat_map = (await c.get(f"/v1/galas/{gid}/seats")).json()
-        seat_ids = [s["id"] for sec in seat_map["sections"] for s in sec["seats"]]
+        seat_ids = {sec["id"]: [s["id"] for s in sec["seats"]] for sec in seat_map["sections"]}
         buyer = {"gala_id": gid, "buyer_email": "bench@example.org", "buyer_name": "Bench"}
-        taken = {**buyer, "items": [{"ticket_type_id": seat_tt["id"], "seat_id": sid} for sid in seat_ids]}
+        stalls_seats = seat_ids[stalls["id"]]
+        taken = {**buyer, "items": [{"ticket_type_id": seat_tt["id"], "seat_id": sid} for sid in stalls_seats]}
         await post("/v1/orders", taken)  # the seats are sold: the same order again is refused
+        sold_out = {**buyer, "items": [{"ticket_type_id": gone_tt["id"], "quantity": 1}]}
+        await post("/v1/orders", sold_out)  # the area is sold out: the same order again is refused
         codes: list[str] = []
         while len(codes) < n:
             q = min(100, n - len(codes))
@@ -124,8 +174,20 @@ async def setup(app: FastAPI, n: int) -> dict[str, Any]:
             codes += [t["code"] for t in tickets]
         door_key = (await post("/v1/api-keys", {"name": "bench door", "role": "door"}))["key"]
     sale = {**buyer, "items": [{"ticket_type_id": floor_tt["id"], "quantity": 2}]}
+    pairs = iter(zip(seat_ids[box["id"]][::2], seat_ids[box["id"]][1::2], strict=True))
+    seat_sales = (
+        {**buyer, "items": [{"ticket_type_id": box_tt["id"], "seat_id": sid} for sid in pair]} for pair in pairs
+    )
     door = {"Authorization": f"Bearer {door_key}"}
-    return {"gala": gid, "refused": taken, "sale": sale, "codes": codes, "door": door}
+    return {
+        "gala": gid,
+        "refused": taken,
+        "sold_out": sold_out,
+        "sale": sale,
+        "seat_sales": seat_sales,
+        "codes": codes,
+        "door": door,
+    }
 
 
 def measure(name: str, run: Callable[[int], Awaitable[None]], n: int) -> Callable[[], Awaitable[None]]:
@@ -136,12 +198,14 @@ def measure(name: str, run: Callable[[int], Awaitable[None]], n: int) -> Callabl
         await run(n)
         profile.disable()
         calls = pstats.Stats(profile).total_calls / n  # type: ignore[attr-defined]
+        with round_trips() as sent:
+            await run(n)
         best = float("inf")
         for _ in range(3):
             start = time.process_time()
             await run(n)
             best = min(best, (time.process_time() - start) / n)
-        print(f"{name:40s} {calls:7.0f} calls  {best * 1000:6.2f} ms CPU")
+        print(f"{name:44s} {calls:7.0f} calls  {sent[0] / n:4.1f} round trips  {best * 1000:6.2f} ms CPU")
 
     return go
 
@@ -180,7 +244,15 @@ async def main(n: int) -> None:
                 ("POST /v1/orders, 422", repeat("POST", "/v1/orders", invalid, 422)),
                 ("POST /v1/orders, refused", repeat("POST", "/v1/orders", data["refused"], 409)),
                 ("POST /v1/orders, refused, with key", repeat("POST", "/v1/orders", data["refused"], 409, with_key)),
+                (
+                    "POST /v1/orders, area sold out, with key",
+                    repeat("POST", "/v1/orders", data["sold_out"], 409, with_key),
+                ),
                 ("POST /v1/orders, sold (free, 2 places)", repeat("POST", "/v1/orders", data["sale"], 201, with_key)),
+                (
+                    "POST /v1/orders, sold (free, 2 seats)",
+                    repeat("POST", "/v1/orders", lambda: next(data["seat_sales"]), 201, with_key),
+                ),
                 ("POST /v1/scans, admitted", repeat("POST", "/v1/scans", scan, 200, lambda: data["door"])),
             ]
             print(f"{n} requests of each kind, in process (no HTTP server), PostgreSQL")

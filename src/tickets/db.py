@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property, lru_cache
 from typing import Annotated, Any, TypeVar
@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -382,13 +382,23 @@ async def insert_all_at_once(
     return first
 
 
+@dataclass(frozen=True)
+class SqlValue:
+    """A value in a row given to `insert_all_at_once` that is SQL rather than a parameter: an expression
+    over a CTE of the `then` read (the id of a row its UPDATE took, say). `key` names the expression in
+    the combined statement's cache: one key, one expression."""
+
+    key: str
+    sql: ColumnElement[Any] = field(compare=False)
+
+
 def _insert_all_call(
     todo: Sequence[tuple[Insert, Sequence[dict[str, Any]]]],
     then: tuple[Select[Any], dict[str, Any]] | None,
     dialect: Dialect,
 ) -> tuple[str, list[Any]]:
     """The SQL text and positional arguments of `insert_all`'s combined statement on PostgreSQL."""
-    shape = tuple((statement, tuple(rows[0]), len(rows)) for statement, rows in todo)
+    shape = tuple((statement, tuple(rows[0]), len(rows), _sql_values(rows)) for statement, rows in todo)
     read, params = then if then is not None else (None, {})
     sql, binds, constants = _combined_insert(shape, read, tuple(sorted(params)), dialect)
     values = [row[column] for _, rows in todo for row in rows for column in rows[0]]
@@ -396,9 +406,16 @@ def _insert_all_call(
     return sql, [process(values[i]) for i, process in binds]
 
 
+def _sql_values(rows: Sequence[dict[str, Any]]) -> tuple[tuple[int, str, SqlValue], ...]:
+    """(row, column, value) of each `SqlValue` in `rows`."""
+    return tuple(
+        (i, column, value) for i, row in enumerate(rows) for column, value in row.items() if isinstance(value, SqlValue)
+    )
+
+
 @lru_cache(maxsize=512)
 def _combined_insert(
-    shape: tuple[tuple[Insert, tuple[str, ...], int], ...],
+    shape: tuple[tuple[Insert, tuple[str, ...], int, tuple[tuple[int, str, SqlValue], ...]], ...],
     read: Select[Any] | None,
     read_params: tuple[str, ...],
     dialect: Dialect,
@@ -407,17 +424,20 @@ def _combined_insert(
     parameters, the index of its value in: the rows' values (table by table, row by row, column by
     column), then `read`'s parameters by name (`read_params`), then the constants (the third item:
     values written into `read` itself), with the column type's bind processing. SQLAlchemy does not cache
-    multi-row INSERTs, so this compiles each shape once."""
+    multi-row INSERTs, so this compiles each shape once. A row's `SqlValue` is written as its SQL (its
+    place among the values is kept, and never bound)."""
     parts = []
     names: dict[str, int] = {}
-    for n, (statement, columns, count) in enumerate(shape):
+    for n, (statement, columns, count, sql_values) in enumerate(shape):
+        as_sql = {(i, column): value.sql for i, column, value in sql_values}
         rows = []
         for i in range(count):
-            row = {}
+            row: dict[str, Any] = {}
             for column in columns:
                 name = f"w{n}_{i}_{column}"
                 names[name] = len(names)
-                row[column] = bindparam(name, type_=statement.table.c[column].type)
+                sql = as_sql.get((i, column))
+                row[column] = bindparam(name, type_=statement.table.c[column].type) if sql is None else sql
             rows.append(row)
         parts.append(statement.values(rows))
     for name in read_params:

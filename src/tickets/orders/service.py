@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, TypedDict
 
 from sqlalchemy import (
@@ -35,12 +35,13 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.sql.elements import Grouping
+from sqlalchemy.sql.selectable import CTE
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tickets.auth.service import Principal
 from tickets.config import Settings
-from tickets.db import Database, fetch_rows, insert_all, insert_all_at_once, no_transaction_open
+from tickets.db import Database, SqlValue, fetch_rows, insert_all, insert_all_at_once, no_transaction_open
 from tickets.galas.errors import GalaNotFound, GalaNotOnSale
 from tickets.galas.models import Gala, GalaStatus
 from tickets.ids import new_id
@@ -626,7 +627,7 @@ async def place_order(
     )
     at_once = not settings.unsafe_naive_holds and _sold_in_one_statement(plan) and await no_transaction_open(session)
     if at_once:
-        _seat_lines_from_plan(plan)
+        _lines_from_plan(plan)
     else:
         await hold()
     order = Order(
@@ -648,40 +649,58 @@ async def place_order(
         updated_at=now,
         paid_at=now if paid_at_once else None,
     )
-    items = [
-        OrderItem.model_construct(  # plain values of ours, read and inserted, never flushed
-            id=new_id("itm"),
-            order_id=order_id,
-            ticket_type_id=line.ticket_type.id,
-            section_id=line.section_id or "",
-            seat_id=line.seat_id or "",
-            seat_label=line.seat_label,
-            table=line.table,
-            price_amount=line.price,
-            discount_amount=line.discount,
-            attendee_name=line.attendee_name,
-            attendee_email=str(line.attendee_email).lower() if line.attendee_email else None,
-            dietary=line.dietary,
-            position=i,
-        )
-        for i, line in enumerate(plan.lines)
-    ]
-    # Written as Core INSERTs, no unit-of-work flush: with the tickets, mail and event of an order paid
-    # at once, in one round trip on PostgreSQL. The order then joins the session as a persistent
-    # object, so a later change to it (the PaymentIntent) is flushed as an UPDATE.
-    writes: list[tuple[Insert, Sequence[dict[str, Any]]]] = [
-        (_INSERT_ORDER, [order.model_dump()]),
-        (_INSERT_ITEMS, [item.model_dump() for item in items]),
-        *(also(order, items) if also is not None else ()),
-    ]
-    if paid_at_once:
-        writes += await _issue_rows(session, order, items, now=now, gala_title=plan.gala.title)
+    item_ids = [new_id("itm") for _ in plan.lines]
+
+    async def rows() -> tuple[list[OrderItem], list[tuple[Insert, Sequence[dict[str, Any]]]]]:
+        """The order's items, and every row to write: made again after a one-statement sale fell back to
+        the hold, which has then picked the places (the same ids: the caller's `also` answer names them)."""
+        items = [
+            OrderItem.model_construct(  # plain values of ours, read and inserted, never flushed
+                id=item_id,
+                order_id=order_id,
+                ticket_type_id=line.ticket_type.id,
+                section_id=line.section_id or "",
+                seat_id=line.seat_id or "",
+                seat_label=line.seat_label,
+                table=line.table,
+                price_amount=line.price,
+                discount_amount=line.discount,
+                attendee_name=line.attendee_name,
+                attendee_email=str(line.attendee_email).lower() if line.attendee_email else None,
+                dietary=line.dietary,
+                position=i,
+            )
+            for i, (item_id, line) in enumerate(zip(item_ids, plan.lines, strict=True))
+        ]
+        # Written as Core INSERTs, no unit-of-work flush: with the tickets, mail and event of an order paid
+        # at once, in one round trip on PostgreSQL. The order then joins the session as a persistent
+        # object, so a later change to it (the PaymentIntent) is flushed as an UPDATE.
+        item_rows = [item.model_dump() for item in items]
+        writes: list[tuple[Insert, Sequence[dict[str, Any]]]] = [
+            (_INSERT_ORDER, [order.model_dump()]),
+            (_INSERT_ITEMS, item_rows),
+            *(also(order, items) if also is not None else ()),
+        ]
+        if paid_at_once:
+            writes += await _issue_rows(session, order, items, now=now, gala_title=plan.gala.title)
+        if at_once and plan.general:
+            # The places that the one statement is to take are not known yet: the rows name each as the
+            # statement's n-th place taken.
+            places = {row["id"]: _nth_place(n) for n, row in enumerate(item_rows)}
+            for _, batch in writes:
+                for row in batch:
+                    if "seat_id" in row and not row["seat_id"]:
+                        row["seat_id"] = places[row.get("order_item_id", row["id"])]
+        return items, writes
+
+    items, writes = await rows()
     left: bool | None = None
     if at_once:
-        left = await _sell_seats_at_once(session, plan, order, writes, now=now, sell=paid_at_once)
-        if left is None:  # a seat was taken since the plan's read: the hold gives the exact answer
+        left = await _sell_at_once(session, plan, order, writes, now=now, sell=paid_at_once)
+        if left is None:  # a seat or place was taken since the plan's read: the hold gives the exact answer
             at_once = False
             await hold()
+            items, writes = await rows()
     if not at_once:
         # Whether anything is left for the public, read in the same round trip as the writes: it reads
         # only seats, which the hold has written, and needs none of these rows.
@@ -696,34 +715,47 @@ async def place_order(
 
 
 def _sold_in_one_statement(plan: Plan) -> bool:
-    """Whether the order can be sold by `_sell_seats_at_once`: a public order of reserved seats alone
-    (no places, no tables), every seat read with the plan and of a section its ticket type is sold in,
-    with nothing else to lock first (a quota, a promo code's limit)."""
-    state = plan.seats_asked
-    if state is None or not plan.lines or plan.general:
+    """Whether the order can be sold by `_sell_at_once`: a public order, read with its seats' state or
+    its areas' free places (`Plan.seats_asked`, `Plan.places_free`: PostgreSQL), with nothing else to
+    lock first (a quota, a promo code's limit), of
+    - reserved seats alone (no tables, no places), each of a section its ticket type is sold in; or
+    - places alone, of one ticket type in one area."""
+    if not plan.lines or any(line.ticket_type.quota is not None for line in plan.lines):
         return False
     if plan.promo is not None and plan.promo.max_uses is not None:
         return False
+    if plan.places_free is not None:
+        return len(plan.general) == 1 and len(_area_of(plan)) == 1
+    state = plan.seats_asked
+    if state is None or plan.general:
+        return False
     for line in plan.lines:
-        tt = line.ticket_type
-        if line.seat_id is None or line.table is not None or tt.quota is not None:
-            return False
-        seat = state.get(line.seat_id)
-        if seat is None or seat[0] is None or seat[1] not in tt.section_ids:
-            return False  # the hold names the item that is wrong
+        seat = state.get(line.seat_id or "")
+        if line.table is not None or seat is None or seat[0] is None or seat[1] not in line.ticket_type.section_ids:
+            return False  # (the hold names the item that is wrong)
     return True
 
 
-def _seat_lines_from_plan(plan: Plan) -> None:
-    """Fill in each line's seat label and section from the seats read with the plan (neither ever
-    changes), as the hold would."""
-    assert plan.seats_asked is not None
+def _area_of(plan: Plan) -> list[str]:
+    """The areas that the places of a plan's one general line may come from."""
+    ((tt, section_id, _),) = plan.general
+    return [section_id] if section_id else list(tt.section_ids)
+
+
+def _lines_from_plan(plan: Plan) -> None:
+    """What the hold would fill in of each line, from what the plan read: a seat's label and section
+    (neither ever changes), a place's area."""
+    if plan.seats_asked is None:
+        (area,) = _area_of(plan)
+        for line in plan.lines:
+            line.section_id = area
+        return
     for line in plan.lines:
         assert line.seat_id is not None
         line.seat_label, line.section_id = plan.seats_asked[line.seat_id][:2]
 
 
-async def _sell_seats_at_once(
+async def _sell_at_once(
     session: AsyncSession,
     plan: Plan,
     order: Order,
@@ -732,23 +764,23 @@ async def _sell_seats_at_once(
     now: datetime,
     sell: bool,
 ) -> bool | None:
-    """PostgreSQL: hold (or, with `sell`, sell) the plan's seats and write the order's rows in one
-    statement, committed on its own (`insert_all_at_once`; the caller's session has no transaction open).
-    Returns whether anything is left for the public; None, with nothing written, if a seat was not free."""
-    seats = sorted((line.seat_id, line.ticket_type.id) for line in plan.lines if line.seat_id is not None)
+    """PostgreSQL: hold (or, with `sell`, sell) the plan's seats or places and write the order's rows in
+    one statement, committed on its own (`insert_all_at_once`; the caller's session has no transaction
+    open). Returns whether anything is left for the public; None, with nothing written, if not everything
+    asked for was free."""
     taken = holds.taken(sell, order.expires_at or now)
-    params = {
-        "gala_id": plan.gala.id,
-        "now": now,
-        "sale_seat_ids": [seat_id for seat_id, _ in seats],
-        "sale_ticket_type_ids": [tt_id for _, tt_id in seats],
-        "sale_count": len(seats),
-        "sale_status": taken["status"],
-        "sale_expires_at": taken["hold_expires_at"],
-        "sale_order_id": order.id,
-    }
+    params: dict[str, Any] = {"gala_id": plan.gala.id, "now": now, "count": len(plan.lines)}
+    params.update(new_status=taken["status"], new_expires_at=taken["hold_expires_at"], new_order_id=order.id)
+    if plan.general:
+        ((tt, _, _),) = plan.general
+        params.update(pick_section_id=_area_of(plan)[0], new_ticket_type_id=tt.id)
+        sale = _PLACE_SALE
+    else:
+        seats = sorted((line.seat_id, line.ticket_type.id) for line in plan.lines if line.seat_id is not None)
+        params.update(seat_ids=[seat_id for seat_id, _ in seats], ticket_type_ids=[tt_id for _, tt_id in seats])
+        sale = _SEAT_SALE
     try:
-        row = await insert_all_at_once(session, writes, then=(_SEAT_SALE, params))
+        row = await insert_all_at_once(session, writes, then=(sale, params))
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) == REQUIREMENT_FAILED:
             return None
@@ -760,14 +792,14 @@ _INSERT_ORDER = insert(Order)
 _INSERT_ITEMS = insert(OrderItem)
 
 
-def _left_for_the_public(besides: BindParameter[Sequence[str]] | None = None) -> ColumnElement[bool]:
-    """Whether any seat or place of :gala_id is left for the public (`besides` these ids): two index
-    probes on (gala_id, status), each stopping at its first row, an available seat or one whose hold has
-    expired. (The availability rule's OR in one query made PostgreSQL collect every available seat of
-    the gala first.)"""
+def _left_for_the_public(other_than: ColumnElement[bool] | None = None) -> ColumnElement[bool]:
+    """Whether any seat or place of :gala_id is left for the public (of those `other_than` picks): two
+    index probes on (gala_id, status), each stopping at its first row, an available seat or one whose
+    hold has expired. (The availability rule's OR in one query made PostgreSQL collect every available
+    seat of the gala first.)"""
 
     def any_seat(*rule: ColumnElement[bool]) -> ColumnElement[bool]:
-        others = () if besides is None else (col(Seat.id) != all_(besides),)
+        others = () if other_than is None else (other_than,)
         return exists().where(col(Seat.gala_id) == bindparam("gala_id"), *rule, col(Seat.blocked).is_(False), *others)
 
     return or_(
@@ -779,15 +811,23 @@ def _left_for_the_public(besides: BindParameter[Sequence[str]] | None = None) ->
 _ANYTHING_LEFT = select(_left_for_the_public())
 
 
+def _sale(taken: CTE, other_than: ColumnElement[bool]) -> Select[Any, Any]:
+    """The read after a one-statement sale's INSERTs (`insert_all_at_once`), given the CTE of its hold,
+    `taken` (an UPDATE … RETURNING the ids it took):
+    - `tickets_require` ends the statement with SQLSTATE TK001, undoing all of it, unless the hold took
+      :count seats or places (a migration of ours defines it);
+    - whether anything else is left for the public (in one statement the read still sees what the hold
+      took as it was, hence `other_than`)."""
+    all_taken = select(func.count()).select_from(taken).scalar_subquery() == bindparam("count", type_=Integer)
+    return select(
+        func.tickets_require(all_taken, "not everything asked for was free"), _left_for_the_public(other_than)
+    )
+
+
 def _seat_sale() -> Select[Any, Any]:
-    """The hold of `_sell_seats_at_once`, as the read after its INSERTs (`insert_all_at_once`): lock the
-    asked-for seats of :gala_id in id order (`FOR UPDATE`, re-checked after any wait, as `hold_seats`
-    does), take those that are free, then
-    - `tickets_require` ends the statement with SQLSTATE TK001, undoing all of it, unless every seat
-      was taken (a migration of ours defines it);
-    - report whether anything else is left for the public (in one statement the read still sees these
-      seats as they were, hence `besides`)."""
-    ids = bindparam("sale_seat_ids", type_=ARRAY(String))
+    """`_sale` of reserved seats: lock the asked-for seats of :gala_id in id order (`FOR UPDATE`,
+    re-checked after any wait, as `hold_seats` does), and take those that are free."""
+    ids = bindparam("seat_ids", type_=ARRAY(String))
     locked = (
         select(col(Seat.id))
         .where(col(Seat.id) == any_(ids), col(Seat.gala_id) == bindparam("gala_id"), col(Seat.label).is_not(None))
@@ -796,24 +836,39 @@ def _seat_sale() -> Select[Any, Any]:
         .cte("locked")
     )
     # (in parentheses: PostgreSQL subscripts a cast only then)
-    ticket_types = type_coerce(Grouping(bindparam("sale_ticket_type_ids", type_=ARRAY(String))), ARRAY(String))
+    ticket_types = type_coerce(Grouping(bindparam("ticket_type_ids", type_=ARRAY(String))), ARRAY(String))
     held = (
         update(Seat)
         .where(col(Seat.id) == locked.c.id, free_clause(bindparam("now")))
         .values(
-            status=bindparam("sale_status"),
-            hold_expires_at=bindparam("sale_expires_at"),
-            order_id=bindparam("sale_order_id"),
+            status=bindparam("new_status"),
+            hold_expires_at=bindparam("new_expires_at"),
+            order_id=bindparam("new_order_id"),
             ticket_type_id=ticket_types[func.array_position(ids, col(Seat.id))],
         )
         .returning(col(Seat.id))
         .cte("held")
     )
-    all_held = select(func.count()).select_from(held).scalar_subquery() == bindparam("sale_count", type_=Integer)
-    return select(func.tickets_require(all_held, "a seat was not free"), _left_for_the_public(besides=ids))
+    return _sale(held, col(Seat.id) != all_(ids))
 
 
 _SEAT_SALE = _seat_sale()
+# `_sale` of general places: the hold's own pick (`holds.PICK_PLACES`), and the places it took numbered,
+# for the rows that name them (`_nth_place`).
+_PLACES_TAKEN = holds.PICK_PLACES.cte("taken")
+_PLACES_NUMBERED = select(_PLACES_TAKEN.c.id, func.row_number().over(order_by=_PLACES_TAKEN.c.id).label("n")).cte(
+    "numbered"
+)
+_PLACE_SALE = _sale(_PLACES_TAKEN, col(Seat.id).not_in(select(_PLACES_TAKEN.c.id)))
+
+
+@lru_cache(maxsize=64)
+def _nth_place(n: int) -> SqlValue:
+    """The id of the (n+1)-th place that `_PLACE_SALE` took, as SQL in the row that names it."""
+    place = select(_PLACES_NUMBERED.c.id).where(_PLACES_NUMBERED.c.n == n + 1).scalar_subquery()
+    return SqlValue(f"place {n}", place)
+
+
 REQUIREMENT_FAILED = "TK001"  # tickets_require's SQLSTATE
 
 

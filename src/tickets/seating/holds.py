@@ -192,7 +192,7 @@ async def hold_places(
 
     conn = await session.connection()  # Core, no autoflush: this statement touches seat rows only
     rows = await conn.execute(
-        _PICK_PLACES,
+        PICK_PLACES,
         {
             "pick_section_id": section_id,
             "count": count,
@@ -250,7 +250,7 @@ def _pick_places() -> Update:
     )
 
 
-_PICK_PLACES = _pick_places()  # built once: every general-admission order runs it
+PICK_PLACES = _pick_places()  # built once: every general-admission order runs it
 
 
 async def _naive_hold(

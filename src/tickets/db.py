@@ -29,6 +29,7 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import greenlet_spawn
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -179,19 +180,22 @@ class Database:
         it) is discarded and `work` run again on the next one, until a fresh connection is reached: `work`
         must be safe to run twice (a statement may have been carried out before its connection died)."""
         attempts = self._retry_attempts
+        checkout = self.engine.sync_engine.raw_connection  # the pool's own checkout: no Connection around it
         for attempt in range(1, attempts + 1):
-            async with self.engine.connect() as conn:
-                driver = (await conn.get_raw_connection()).driver_connection
+            pooled = await greenlet_spawn(checkout)
+            try:
+                driver = pooled.driver_connection
                 assert driver is not None
-                try:
-                    return await work(driver)
-                except Exception as exc:
-                    if not _connection_lost(exc):
-                        raise
-                    # SQLAlchemy would invalidate it had it run the statement; here it is told so.
-                    await conn.invalidate()
-                    if attempt == attempts:
-                        raise
+                return await work(driver)
+            except Exception as exc:
+                if not _connection_lost(exc):
+                    raise
+                # SQLAlchemy would invalidate it had it run the statement; here it is told so.
+                await greenlet_spawn(pooled.invalidate)
+                if attempt == attempts:
+                    raise
+            finally:
+                await greenlet_spawn(pooled.close)  # back to the pool (a no-op once invalidated)
         raise AssertionError("unreachable")
 
     @cached_property

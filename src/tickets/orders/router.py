@@ -200,7 +200,7 @@ async def create_order(
         nonlocal plan
         async with db.glances() as glance:
             now = utc_now()
-            plan = await orders_service.plan_order(glance, body, settings=settings, now=now)
+            plan = await orders_service.plan_order(glance, body, settings=settings, now=now, glance=db)
         if not settings.unsafe_naive_holds:
             await orders_service.refuse_if_taken(db, plan, now=now)
 

@@ -226,12 +226,13 @@ def _detached(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
     return found
 
 
-async def _load_plan(session: AsyncSession, body: OrderCreate, *, box_office: bool, now: datetime) -> Plan:
+async def _load_plan(
+    session: AsyncSession, body: OrderCreate, *, box_office: bool, now: datetime, glance: Database | None
+) -> Plan:
     tt_ids = sorted({item.ticket_type_id for item in body.items})
     seat_ids = sorted({item.seat_id for item in body.items if item.seat_id is not None})
     places_only = all(item.seat_id is None and item.table is None for item in body.items)
-    conn = await session.connection()
-    public_pg = not box_office and conn.dialect.name == "postgresql"
+    public_pg = not box_office and (glance.engine if glance else session.get_bind()).dialect.name == "postgresql"
     with_seats = public_pg and bool(seat_ids)
     with_places = public_pg and places_only
     params: dict[str, Any] = {"gala_id": body.gala_id, "tt_ids": tt_ids}
@@ -240,7 +241,10 @@ async def _load_plan(session: AsyncSession, body: OrderCreate, *, box_office: bo
     elif with_places:
         params.update(places_cap=sum(item.quantity or 1 for item in body.items), now=now)
     statement = _PLAN_AND_SEATS if with_seats else _PLAN_AND_PLACES if with_places else _PLAN
-    rows = await fetch_rows(conn, statement, params)
+    if glance is not None:
+        rows = await glance.glance(statement, params)
+    else:
+        rows = await fetch_rows(await session.connection(), statement, params)
     galas, tts, all_sections = _detached(rows)
     gala: Gala | None = next(iter(galas.values()), None)
     if gala is None or (gala.status == GalaStatus.draft and not box_office):
@@ -558,13 +562,16 @@ async def plan_order(
     now: datetime,
     payment_method: PaymentProvider | None = None,
     principal: Principal | None = None,
+    glance: Database | None = None,
 ) -> Plan:
     """What an order asks for, checked against the gala's rules and priced: everything decided before
-    any seat is touched. Only reads, and takes no lock."""
+    any seat is touched. Only reads, and takes no lock. With `glance` (a plan read before the order's
+    transaction), the plan's own read is `glance.glance`: the latest committed state, on PostgreSQL on
+    the driver in autocommit, without making a connection of the session's."""
     box_office = payment_method is not None
     if principal is not None:
         principal.require_gala(body.gala_id)
-    plan = await _load_plan(session, body, box_office=box_office, now=now)
+    plan = await _load_plan(session, body, box_office=box_office, now=now, glance=glance)
     if body.promo_code:
         await _take_promo(session, plan, body.promo_code, now=now)
     _price(plan, comp=payment_method == PaymentProvider.comp)

@@ -21,7 +21,6 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
-    case,
     exists,
     func,
     insert,
@@ -120,7 +119,7 @@ class Plan:
     # {seat_id: (label, section_id, free)} (a seat of another gala, or none, is missing).
     seats_asked: dict[str, tuple[str | None, str, bool]] | None = None
     # Likewise for an order of general places only: {section_id: free places}, each counted up to the
-    # number of places the order asks for (every general section of the asked ticket types is there).
+    # number of places the order asks for (every section of the gala is there).
     places_free: dict[str, int] | None = None
 
     @property
@@ -198,12 +197,11 @@ def _free_places(in_area: ColumnElement[bool], count: BindParameter[int], *outer
 _FREE_PLACES = _free_places(
     col(Seat.section_id).in_(bindparam("sections", expanding=True)), bindparam("count", type_=Integer)
 )
-# PostgreSQL, a public order of general places only: the plan's read also brings, on each general
-# section's row, its free places up to :places_cap (the places the order asks for): a round trip fewer.
+# PostgreSQL, a public order of general places only: the plan's read also brings, on each section's row,
+# its free places up to :places_cap (the places the order asks for): a round trip fewer. (Every kind of
+# section: a ticket type sold in a reserved and a general section takes its places from both.)
 _PLACES_FREE = _free_places(col(Seat.section_id) == col(Section.id), bindparam("places_cap", type_=Integer), Section)
-_PLAN_AND_PLACES = _PLAN.add_columns(
-    case((col(Section.kind) == SectionKind.general, _PLACES_FREE.scalar_subquery())).label("places_free")
-)
+_PLAN_AND_PLACES = _PLAN.add_columns(_PLACES_FREE.scalar_subquery().label("places_free"))
 
 
 def _seat_state(rows: Sequence[Sequence[Any]]) -> dict[str, tuple[str | None, str, bool]]:
@@ -599,9 +597,9 @@ async def place_order(
     of the caller's to insert with the order's own (its Idempotency-Key's answer, say).
 
     Everything is written in `session`'s transaction, except on PostgreSQL for a public order of
-    reserved seats alone when `session` has no transaction open yet: that order is one statement that
-    commits on its own (`_sell_seats_at_once`), and whatever the caller writes afterwards is a
-    transaction of its own.
+    reserved seats alone, or of places of one area, when `session` has no transaction open yet: that
+    order is one statement that commits on its own (`_sell_at_once`), and whatever the caller writes
+    afterwards is a transaction of its own.
     """
     box_office = payment_method is not None
     if plan is None:

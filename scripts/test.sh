@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need and runs them all: lint, types, then the whole suite on SQLite and
-# on PostgreSQL (TEST_POSTGRES_URL, default the local server on 127.0.0.1:5432).
+# Installs what the tests need and runs them all: lint, types, then the whole suite on SQLite and,
+# at the same time, on PostgreSQL (TEST_POSTGRES_URL, default the local server on 127.0.0.1:5432).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,9 +25,23 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 
-echo "== tests on SQLite"
-.venv/bin/python -m pytest -q -p no:cacheprovider
-
-echo "== tests on PostgreSQL"
+# The two suites run side by side (one per core): each makes its own scratch databases and ports, and
+# the Redis test of each uses its own Redis database. The PostgreSQL suite's output follows SQLite's.
+pg_log=$(mktemp)
+trap 'rm -f "$pg_log"' EXIT
+echo "== tests on PostgreSQL (in the background) and on SQLite"
 TEST_DATABASE_URL=${TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/postgres} \
-  .venv/bin/python -m pytest -q -p no:cacheprovider
+  TEST_REDIS_URL=${TEST_REDIS_URL_POSTGRES:-redis://127.0.0.1:6379/14} \
+  .venv/bin/python -m pytest -q -p no:cacheprovider >"$pg_log" 2>&1 &
+pg_pid=$!
+
+echo "== tests on SQLite"
+sqlite_rc=0
+.venv/bin/python -m pytest -q -p no:cacheprovider || sqlite_rc=$?
+
+pg_rc=0
+wait "$pg_pid" || pg_rc=$?
+echo "== tests on PostgreSQL"
+cat "$pg_log"
+
+[ "$sqlite_rc" -eq 0 ] && [ "$pg_rc" -eq 0 ] || { echo "== failed: SQLite exit $sqlite_rc, PostgreSQL exit $pg_rc"; exit 1; }

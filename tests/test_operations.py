@@ -100,7 +100,7 @@ async def test_order_rate_limit_is_shared_through_redis(settings: Settings, admi
     import redis.asyncio as redis
 
     store = redis.from_url(REDIS_URL)
-    await store.flushdb()  # database 15 belongs to the tests
+    await store.flushdb()  # this database (15, or 14 in the PostgreSQL run) belongs to the tests
     await store.aclose()
     s = make_settings(
         settings.database_url, settings.data_dir, rate_limit_orders="4/hour", rate_limit_storage_url=REDIS_URL

@@ -17,7 +17,7 @@ from tickets.db import Database, SessionDep, request_transaction
 from tickets.fastpath import FastPathRoute, fast_path, json_body
 from tickets.galas.errors import GalaNotFound, GalaNotOnSale
 from tickets.galas.schemas import GalaID
-from tickets.gate import leave_gate
+from tickets.gate import back_through_gate, leave_gate
 from tickets.keys import KeyRing
 from tickets.orders import service as orders_service
 from tickets.orders.deps import OrderAccessDep, OrderAccessForUpdate
@@ -215,7 +215,9 @@ async def create_order(
         if order.payment_provider == PaymentProvider.stripe:
             await session.commit()  # release the seat locks before the network call
             leave_gate(request)  # and let the next order in while Stripe answers
-            await payments_service.start_payment(session, db, order, settings=settings)
+            await payments_service.start_payment(
+                session, db, order, settings=settings, answered=lambda: back_through_gate(request)
+            )
         return answer.of(order, items)
 
     scope = f"orders:{principal.key_id if principal else 'public'}"

@@ -10,7 +10,7 @@ duplicate, late and out-of-order events are harmless.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,8 +54,17 @@ def gateway(settings: Settings) -> StripeGateway:
     return gw
 
 
-async def start_payment(session: AsyncSession, db: Database, order: Order, *, settings: Settings) -> None:
-    """Create the PaymentIntent of an order whose holds are committed.
+async def start_payment(
+    session: AsyncSession,
+    db: Database,
+    order: Order,
+    *,
+    settings: Settings,
+    answered: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Create the PaymentIntent of an order whose holds are committed, and write it down in `session`.
+    `answered`, if given, is awaited once Stripe has answered, before that write (the order route goes
+    back through its gate then).
 
     If Stripe fails, the holds are released and the order cancelled in a transaction of their own
     (committed before the problem is raised, so the request's rollback cannot undo it).
@@ -80,6 +89,8 @@ async def start_payment(session: AsyncSession, db: Database, order: Order, *, se
             )
             await cleanup.commit()
         raise
+    if answered is not None:
+        await answered()
     order.payment_intent_id = intent.id
     order.client_secret = intent.client_secret
     session.add(order)

@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Fa
             await app.state.door_cache.close()
             await db.engine.dispose()
             await app.state.rate_limiter.storage.close()
+            await payments_service.close_gateway(settings)
 
     app = FastAPI(
         title="tickets",

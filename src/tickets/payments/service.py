@@ -54,6 +54,13 @@ def gateway(settings: Settings) -> StripeGateway:
     return gw
 
 
+async def close_gateway(settings: Settings) -> None:
+    """Close the Stripe client of a settings object, if one was made (at shutdown)."""
+    gw = _gateways.pop(id(settings), None)
+    if gw is not None:
+        await gw.close()
+
+
 async def start_payment(
     session: AsyncSession,
     db: Database,

@@ -142,3 +142,23 @@ async def test_an_order_waiting_on_stripe_lets_the_next_request_in(
             paid = await card
             assert paid.status_code == 201 and paid.json()["status"] == "pending"
             assert paid.json()["payment"]["client_secret"]
+
+
+async def test_a_visitor_coming_back_goes_in_ahead_of_the_line() -> None:
+    """`enter(first=True)`: a request back from Stripe is let in before those that have not been in yet."""
+    gate = Gate(1)
+    await gate.enter()  # the one inside
+    order: list[str] = []
+
+    async def visitor(name: str, *, first: bool = False) -> None:
+        await gate.enter(first=first)
+        order.append(name)
+        gate.leave()
+
+    line = [asyncio.create_task(visitor(name)) for name in ("a", "b")]
+    await asyncio.sleep(0)
+    back = asyncio.create_task(visitor("back", first=True))
+    await asyncio.sleep(0)
+    gate.leave()
+    await asyncio.wait_for(asyncio.gather(*line, back), timeout=1)
+    assert order == ["back", "a", "b"] and gate.inside == 0

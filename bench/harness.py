@@ -286,6 +286,7 @@ class LoadResult:
     cpu_client: float
     cpu_machine: float
     cpu_extra: dict[str, float] = field(default_factory=dict)
+    split: list[int] = field(default_factory=list)  # client connections held by each worker
 
     @property
     def count(self) -> int:
@@ -323,7 +324,7 @@ class LoadResult:
         return (
             f"CPU s: server {self.cpu_server:.2f}, postgres {self.cpu_pg_db:.2f} (+{self.cpu_pg_shared:.2f} shared), "
             f"client {self.cpu_client:.2f}{extra}; machine {self.cpu_machine:.2f} of {2 * self.wall:.2f} "
-            f"(other {max(other, 0):.2f})"
+            f"(other {max(other, 0):.2f}); connections per worker {'/'.join(map(str, self.split))}"
         )
 
     def per_request_ms(self) -> dict[str, float]:
@@ -333,6 +334,29 @@ class LoadResult:
             "postgres": 1000 * (self.cpu_pg_db + self.cpu_pg_shared) / n,
             "client": 1000 * self.cpu_client / n,
         }
+
+
+def connections_per_worker(server: Server) -> list[int]:
+    """How many established client connections each worker holds (from /proc/net/tcp and the workers'
+    file descriptors). uvicorn's workers accept from one shared socket, so the split is up to the kernel."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if int(cols[1].rsplit(":", 1)[1], 16) == server.port and cols[3] == "01":
+                    inodes.add(cols[9])
+    counts = []
+    for pid in server.workers():
+        n = 0
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith("socket:[") and link[8:-1] in inodes:
+                        n += 1
+        counts.append(n)
+    return counts
 
 
 def run_load(
@@ -372,6 +396,9 @@ def run_load(
         if line.strip() != "READY":
             client.kill()
             raise RuntimeError(f"load client failed to start: {line!r}")
+        deadline = time.monotonic() + 2  # the workers accept a moment after the client has connected
+        while sum(split := connections_per_worker(server)) < connections and time.monotonic() < deadline:
+            time.sleep(0.02)
         spies = start_profiles(server, profile_dir) if profile_dir else []
         before = snapshot(server.pid, dbname)
         extra_before = {k: cpu_seconds(tree(p)) for k, p in (extra_pids or {}).items()}
@@ -397,6 +424,7 @@ def run_load(
         cpu_client=out["cpu"],
         cpu_machine=after.machine - before.machine,
         cpu_extra={k: extra_after[k] - extra_before[k] for k in extra_before},
+        split=split,
     )
 
 
@@ -418,7 +446,7 @@ def start_profiles(server: Server, out_dir: Path) -> list[subprocess.Popen[bytes
                     "200",
                     "--format",
                     "raw",
-                    "--nonblocking",
+                    *(["--native"] if os.environ.get("BENCH_PROFILE_NATIVE") else ["--nonblocking"]),
                     "--output",
                     str(out_dir / f"worker-{pid}.txt"),
                 ],

@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import Any, cast
 
 from tickets.config import get_settings
+from tickets.listen import PerWorkerSocket, reuse_port_available
 from tickets.logs import configure_logging
 
 log = logging.getLogger("tickets.cli")
@@ -36,19 +39,32 @@ def _serve(args: argparse.Namespace) -> int:
         # Let every worker's request metrics be summed at /metrics.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tickets-metrics-")
     log.info("serving on http://%s:%d with %d worker(s)", args.host, args.port, args.workers)
-    uvicorn.run(
-        "tickets.main:app_factory",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        access_log=settings.access_log,
-        log_config=None,
-        proxy_headers=True,
-        forwarded_allow_ips=args.forwarded_allow_ips,
-        timeout_graceful_shutdown=10,
-        timeout_keep_alive=settings.keep_alive_seconds,
-    )
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "access_log": settings.access_log,
+        "log_config": None,
+        "proxy_headers": True,
+        "forwarded_allow_ips": args.forwarded_allow_ips,
+        "timeout_graceful_shutdown": 10,
+        "timeout_keep_alive": settings.keep_alive_seconds,
+    }
+    if args.workers > 1 and settings.listen_per_worker and reuse_port_available():
+        # Each worker listens on a socket of its own (tickets/listen.py); otherwise uvicorn.run's own.
+        from uvicorn.supervisors import Multiprocess
+
+        config = uvicorn.Config("tickets.main:app_factory", **options)
+        listener = PerWorkerSocket(args.host, args.port)
+        try:
+            listener.check()
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
+            return 1
+        Multiprocess(config, sockets=[cast(socket.socket, listener)]).run()
+        return 0
+    uvicorn.run("tickets.main:app_factory", **options)
     return 0
 
 

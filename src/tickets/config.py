@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # How many order and scan requests one worker process works on at once; the others wait their turn
     # in arrival order (tickets.gate). 0: no limit.
     hot_path_concurrency: int = Field(default=8, ge=0, le=10_000)
+    # With several workers, each listens on a socket of its own (SO_REUSEPORT) instead of all accepting
+    # from one (tickets.listen).
+    listen_per_worker: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Test-only switch: replaces the atomic seat hold by a naive read-then-write so the race

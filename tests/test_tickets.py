@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import random
 import re
 import secrets
 import xml.etree.ElementTree as ET
@@ -122,6 +124,50 @@ async def test_a_code_with_one_character_changed_is_rejected(
     # The same ticket signed for another gala's key does not verify with this one.
     other = public_key(app.state.keys, "gal_" + "z" * 20)
     assert not codes.verify(other, *codes.parse(code)[1:])
+
+
+def _parse_by_the_standard_library(code: str) -> bytes | None:
+    """What codes.parse must accept, said with the standard library's base32: the bytes, or None."""
+    if not code or len(code) > 400 or not code.isascii():
+        return None
+    try:
+        raw = base64.b32decode(code + "=" * (-len(code) % 8))
+    except ValueError:
+        return None
+    if len(raw) != codes.CODE_BYTES or base64.b32encode(raw).decode().rstrip("=") != code:
+        return None
+    return raw
+
+
+def test_code_parsing_accepts_exactly_the_canonical_base32_strings() -> None:
+    """codes.parse reads base32 as one number (the door's every scan): it must accept and refuse
+    exactly what the standard library's decoder with a re-encoding check does."""
+    rng = random.Random(20261203)
+    keys = KeyRing(b"a test secret, " + b"x" * 40)
+    code = codes.encode(keys, codes.CodePayload("tkt_" + "A1b2" * 5, "gal_" + "Zz09" * 5, 7))
+    samples = [code, code.lower(), code + "=", code + "====", code[:-1], code + "A", " " + code[1:], "+" + code[1:]]
+    for i in rng.sample(range(len(code)), 60):  # one character changed, into anything printable
+        for c in rng.sample([chr(x) for x in range(33, 127)], 12):
+            samples.append(code[:i] + c + code[i + 1 :])
+    for bits in range(1, 32):  # stray bits set in the last character
+        samples.append(code[:-1] + "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"[bits])
+    for _ in range(200):  # other canonical codes (the format's own checks come after the bytes)
+        samples.append(base64.b32encode(bytes([1]) + rng.randbytes(codes.CODE_BYTES - 1)).decode().rstrip("="))
+    accepted = 0
+    for sample in samples:
+        expected = _parse_by_the_standard_library(sample)
+        try:
+            _, body, signature = codes.parse(sample)
+        except codes.MalformedCode:
+            raw = None
+        else:
+            raw = body + signature
+        if expected is not None and raw is None:  # the format's own checks (version byte, ids) may refuse
+            assert not expected[1:41].isalnum() or expected[0] != codes.FORMAT_VERSION, sample
+            continue
+        assert raw == expected, sample
+        accepted += raw is not None
+    assert accepted >= 2  # the code itself and some of the random ones
 
 
 async def test_pdf_has_one_page_per_valid_ticket(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -46,6 +47,9 @@ QR-coded tickets and door check-in.
 * Staff authenticate with `Authorization: Bearer <API key>`; buyers read their order with
   `X-Order-Token: <access_token>`.
 """
+
+# FastAPI(telemetry=...) exists in newer FastAPI releases only.
+_HAS_TELEMETRY = "telemetry" in inspect.signature(FastAPI.__init__).parameters
 
 
 def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> FastAPI:
@@ -101,7 +105,11 @@ def create_app(settings: Settings | None = None, *, run_jobs: bool = True) -> Fa
             await app.state.rate_limiter.storage.close()
             await payments_service.close_gateway(settings)
 
+    # FastAPI's own OpenTelemetry hooks look for configured providers on every request; this service
+    # reports through /metrics and its logs, so they are off.
+    no_telemetry = {"telemetry": {"tracing": False, "metrics": False, "logs": False}} if _HAS_TELEMETRY else {}
     app = FastAPI(
+        **no_telemetry,  # type: ignore[arg-type]
         title="tickets",
         version=__version__,
         description=DESCRIPTION,

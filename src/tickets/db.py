@@ -230,6 +230,20 @@ def _connection_lost(exc: Exception) -> bool:
     return isinstance(exc, asyncpg.exceptions.InterfaceError | asyncpg.exceptions.InternalClientError | OSError)
 
 
+# Where each positional argument of a statement comes from: (parameter name, index in its list or None,
+# bind processor or None), or, for a value fixed in the statement itself, ("", None, None) and the value.
+_Source = tuple[str, int | None, Callable[[Any], Any] | None]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A statement's SQL text and argument sources for one set of lengths of its `IN` lists."""
+
+    sql: str
+    sources: tuple[_Source, ...]
+    constants: tuple[Any, ...]  # the fixed values, by position (None elsewhere)
+
+
 @dataclass(frozen=True)
 class _ForDriver:
     """A statement compiled once for one dialect, with the type processing SQLAlchemy would apply."""
@@ -237,6 +251,9 @@ class _ForDriver:
     compiled: SQLCompiler
     binds: dict[str, Any]  # bind parameter name -> bind processor (only those that have one)
     columns: tuple[tuple[int, Any], ...]  # (position, result processor) of each selected column that has one
+    expanding: tuple[str, ...] = ()  # the parameters bound to `IN` lists
+    cacheable: bool = True  # False when the SQL text depends on values, not just list lengths
+    layouts: dict[tuple[int, ...], _Layout] = field(default_factory=dict)  # by the lists' lengths
 
 
 @lru_cache(maxsize=256)
@@ -253,22 +270,66 @@ def _for_driver(statement: Executable, dialect: Dialect, column_keys: tuple[str,
     selected = getattr(statement, "selected_columns", None) or ()
     processors = (column.type.dialect_impl(dialect).result_processor(dialect, None) for column in selected)
     columns = tuple((index, process) for index, process in enumerate(processors) if process is not None)
-    return _ForDriver(compiled, binds, columns)
+    post = compiled.post_compile_params
+    cacheable = not compiled.literal_execute_params and all(bind.expanding for bind in post)
+    return _ForDriver(compiled, binds, columns, tuple(sorted(bind.key for bind in post)), cacheable)
+
+
+def _layout(prepared: _ForDriver, params: dict[str, Any]) -> _Layout | None:
+    """The SQL and argument sources that SQLAlchemy's per-call expansion gives for `params`, worked out
+    from one expansion: the same for any parameters whose `IN` lists have the same lengths. None when a
+    position cannot be traced back to a parameter (then every call expands for itself)."""
+    state = prepared.compiled.construct_expanded_state(params)
+    processors = {**prepared.binds, **state.processors} if state.processors else prepared.binds
+    elements = {f"{name}_{i + 1}": (name, i) for name in prepared.expanding for i in range(len(params[name]))}
+    sources: list[_Source] = []
+    constants: list[Any] = []
+    for name, value in zip(state.positiontup or (), state.positional_parameters, strict=True):
+        if name in elements:
+            source, index = elements[name]
+            found = params[source][index]
+        elif name in params and name not in prepared.expanding:
+            source, index, found = name, None, params[name]
+        else:  # a value fixed in the statement (a literal bound by SQLAlchemy)
+            bind = prepared.compiled.binds.get(name)
+            if bind is None or bind.callable is not None or name in params:
+                return None
+            sources.append(("", None, processors.get(name)))
+            constants.append(value)
+            continue
+        if found is not value:
+            return None
+        sources.append((source, index, processors.get(name)))
+        constants.append(None)
+    return _Layout(state.statement, tuple(sources), tuple(constants))
 
 
 def _driver_call(statement: Executable, dialect: Dialect, params: dict[str, Any]) -> tuple[str, list[Any], _ForDriver]:
     """The SQL text and positional arguments that run `statement` with `params` on the driver itself:
     what SQLAlchemy would send, without its per-execution work. Lists bound to expanding parameters
-    (`IN`) are spread out, as SQLAlchemy does."""
+    (`IN`) are spread out, as SQLAlchemy does; the SQL text that gives for each set of list lengths is
+    kept with the statement, so that a call only gathers its arguments."""
     keys = tuple(sorted(params)) if isinstance(statement, Insert) else None
     prepared = _for_driver(statement, dialect, keys)
-    state = prepared.compiled.construct_expanded_state(params)
-    processors = {**prepared.binds, **state.processors} if state.processors else prepared.binds
-    args = [
-        processors[name](value) if name in processors else value
-        for name, value in zip(state.positiontup or (), state.positional_parameters, strict=True)
-    ]
-    return state.statement, args, prepared
+    layout: _Layout | None = None
+    if prepared.cacheable:
+        lengths = tuple(len(params[name]) for name in prepared.expanding)
+        layout = prepared.layouts.get(lengths)
+        if layout is None and len(prepared.layouts) < 64 and (layout := _layout(prepared, params)) is not None:
+            prepared.layouts[lengths] = layout
+    if layout is None:
+        state = prepared.compiled.construct_expanded_state(params)
+        processors = {**prepared.binds, **state.processors} if state.processors else prepared.binds
+        args = [
+            processors[name](value) if name in processors else value
+            for name, value in zip(state.positiontup or (), state.positional_parameters, strict=True)
+        ]
+        return state.statement, args, prepared
+    args = []
+    for (name, index, process), constant in zip(layout.sources, layout.constants, strict=True):
+        value = constant if not name else params[name] if index is None else params[name][index]
+        args.append(value if process is None else process(value))
+    return layout.sql, args, prepared
 
 
 def _rows(records: Sequence[Any], prepared: _ForDriver) -> list[Sequence[Any]]:

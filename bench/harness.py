@@ -336,16 +336,22 @@ class LoadResult:
         }
 
 
-def connections_per_worker(server: Server) -> list[int]:
-    """How many established client connections each worker holds (from /proc/net/tcp and the workers'
-    file descriptors). uvicorn's workers accept from one shared socket, so the split is up to the kernel."""
+def tcp_sockets(port: int, state: str) -> set[str]:
+    """Inodes of the TCP sockets on local `port` in `state` ("0A" listening, "01" established)."""
     inodes: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError), open(table) as f:
             for line in f.readlines()[1:]:
                 cols = line.split()
-                if int(cols[1].rsplit(":", 1)[1], 16) == server.port and cols[3] == "01":
+                if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == state:
                     inodes.add(cols[9])
+    return inodes
+
+
+def connections_per_worker(server: Server) -> list[int]:
+    """How many established client connections each worker holds (from /proc/net/tcp and the workers'
+    file descriptors): the kernel decides the split when it hands out new connections."""
+    inodes = tcp_sockets(server.port, "01")
     counts = []
     for pid in server.workers():
         n = 0

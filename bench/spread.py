@@ -22,16 +22,6 @@ from pathlib import Path
 import harness
 
 
-def listening(port: int) -> int:
-    """Listening sockets on `port` (one per worker, or the one shared)."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            cols = line.split()
-            count += int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "0A"
-    return count
-
-
 def bursts(per_worker: bool, sizes: list[int], trials: int, workers: int) -> dict[int, list[int]]:
     with tempfile.TemporaryDirectory(prefix="bench-spread-") as tmp:
         env = harness.server_env(
@@ -39,7 +29,7 @@ def bursts(per_worker: bool, sizes: list[int], trials: int, workers: int) -> dic
         )
         with harness.serve(env, workers=workers) as server:
             deadline = time.monotonic() + 30  # every worker up and listening before the first burst
-            while per_worker and listening(server.port) < workers and time.monotonic() < deadline:
+            while per_worker and len(harness.tcp_sockets(server.port, "0A")) < workers and time.monotonic() < deadline:
                 time.sleep(0.1)
             largest: dict[int, list[int]] = {n: [] for n in sizes}
             for n in sizes:

@@ -231,8 +231,8 @@ def _connection_lost(exc: Exception) -> bool:
 
 
 # Where each positional argument of a statement comes from: (parameter name, index in its list or None,
-# bind processor or None), or, for a value fixed in the statement itself, ("", None, None) and the value.
-_Source = tuple[str, int | None, Callable[[Any], Any] | None]
+# bind processor or None, None), or, for a value fixed in the statement itself, ("", None, processor, value).
+_Source = tuple[str, int | None, Callable[[Any], Any] | None, Any]
 
 
 @dataclass(frozen=True)
@@ -241,7 +241,6 @@ class _Layout:
 
     sql: str
     sources: tuple[_Source, ...]
-    constants: tuple[Any, ...]  # the fixed values, by position (None elsewhere)
 
 
 @dataclass(frozen=True)
@@ -253,7 +252,8 @@ class _ForDriver:
     columns: tuple[tuple[int, Any], ...]  # (position, result processor) of each selected column that has one
     expanding: tuple[str, ...] = ()  # the parameters bound to `IN` lists
     cacheable: bool = True  # False when the SQL text depends on values, not just list lengths
-    layouts: dict[tuple[int, ...], _Layout] = field(default_factory=dict)  # by the lists' lengths
+    # By the lists' lengths; None where the arguments could not be traced back (expanded on every call).
+    layouts: dict[tuple[int, ...], _Layout | None] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=256)
@@ -283,7 +283,6 @@ def _layout(prepared: _ForDriver, params: dict[str, Any]) -> _Layout | None:
     processors = {**prepared.binds, **state.processors} if state.processors else prepared.binds
     elements = {f"{name}_{i + 1}": (name, i) for name in prepared.expanding for i in range(len(params[name]))}
     sources: list[_Source] = []
-    constants: list[Any] = []
     for name, value in zip(state.positiontup or (), state.positional_parameters, strict=True):
         if name in elements:
             source, index = elements[name]
@@ -294,14 +293,12 @@ def _layout(prepared: _ForDriver, params: dict[str, Any]) -> _Layout | None:
             bind = prepared.compiled.binds.get(name)
             if bind is None or bind.callable is not None or name in params:
                 return None
-            sources.append(("", None, processors.get(name)))
-            constants.append(value)
+            sources.append(("", None, processors.get(name), value))
             continue
         if found is not value:
             return None
-        sources.append((source, index, processors.get(name)))
-        constants.append(None)
-    return _Layout(state.statement, tuple(sources), tuple(constants))
+        sources.append((source, index, processors.get(name), None))
+    return _Layout(state.statement, tuple(sources))
 
 
 def _driver_call(statement: Executable, dialect: Dialect, params: dict[str, Any]) -> tuple[str, list[Any], _ForDriver]:
@@ -314,9 +311,10 @@ def _driver_call(statement: Executable, dialect: Dialect, params: dict[str, Any]
     layout: _Layout | None = None
     if prepared.cacheable:
         lengths = tuple(len(params[name]) for name in prepared.expanding)
-        layout = prepared.layouts.get(lengths)
-        if layout is None and len(prepared.layouts) < 64 and (layout := _layout(prepared, params)) is not None:
-            prepared.layouts[lengths] = layout
+        if lengths in prepared.layouts:
+            layout = prepared.layouts[lengths]
+        elif len(prepared.layouts) < 64:
+            layout = prepared.layouts[lengths] = _layout(prepared, params)
     if layout is None:
         state = prepared.compiled.construct_expanded_state(params)
         processors = {**prepared.binds, **state.processors} if state.processors else prepared.binds
@@ -326,7 +324,7 @@ def _driver_call(statement: Executable, dialect: Dialect, params: dict[str, Any]
         ]
         return state.statement, args, prepared
     args = []
-    for (name, index, process), constant in zip(layout.sources, layout.constants, strict=True):
+    for name, index, process, constant in layout.sources:
         value = constant if not name else params[name] if index is None else params[name][index]
         args.append(value if process is None else process(value))
     return layout.sql, args, prepared

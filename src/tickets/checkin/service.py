@@ -25,6 +25,7 @@ wait on each other in opposite orders.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -36,7 +37,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Row
 from sqlmodel import col
@@ -105,7 +105,7 @@ class GalaInfo:
 
 class DoorCache:
     """What every scan needs and almost never changes, kept per process: each gala's Ed25519 public key
-    object (derived from SECRET_KEY), the gala's title and time zone (re-read after `ttl` seconds), and
+    (derived from SECRET_KEY), the gala's title and time zone (re-read after `ttl` seconds), and
     the gala's tickets as last read (`ticket_hint`).
 
     The tickets are only ever a hint: a scan whose ticket the hint shows admissible tries the one atomic
@@ -123,7 +123,7 @@ class DoorCache:
         self._store = store
         self._ttl = ttl
         # Bounded: a forged code can name any gala id, and each derivation would otherwise stay here.
-        self._public: OrderedDict[str, Ed25519PublicKey] = OrderedDict()
+        self._public: OrderedDict[str, bytes] = OrderedDict()
         self._galas: dict[str, tuple[float, GalaInfo]] = {}
         # gala id -> (read again after, tickets by id), most recently used last
         self._hints: OrderedDict[str, tuple[float, dict[str, TicketFacts]]] = OrderedDict()
@@ -172,10 +172,10 @@ class DoorCache:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    def public_key(self, gala_id: str) -> Ed25519PublicKey:
+    def public_key(self, gala_id: str) -> bytes:
         key = self._public.get(gala_id)
         if key is None:
-            key = codes.signing_key(self._keys, gala_id).public_key()
+            key = codes.public_key(self._keys, gala_id)
             self._public[gala_id] = key
             if len(self._public) > self.MAX_KEYS:
                 self._public.popitem(last=False)
@@ -184,7 +184,7 @@ class DoorCache:
         return key
 
     def public_key_b64(self, gala_id: str) -> str:
-        return codes.public_key_b64(self._keys, gala_id)
+        return base64.b64encode(self.public_key(gala_id)).decode()
 
     async def gala(self, gala_id: str) -> GalaInfo:
         """The gala (cached); GalaNotFound when there is none."""

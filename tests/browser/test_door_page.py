@@ -3,10 +3,11 @@ answers staff see, and offline scanning with the queue uploaded once the network
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
-from playwright.async_api import BrowserContext, Page, Playwright, expect
+from playwright.async_api import BrowserContext, Page, Playwright, Request, Route, expect
 
 from tests.browser.conftest import (
     CHROMIUM_ARGS,
@@ -128,6 +129,64 @@ async def test_offline_scans_are_queued_and_uploaded_when_back_online(
         assert r.json()["first_gate"] == "South"
     # The third guest was never scanned.
     assert stats["expected"] == 3
+
+
+async def test_a_count_read_before_the_upload_does_not_put_the_count_back(
+    context: BrowserContext, door_server: Server
+) -> None:
+    """Back online, the page asks for the count at once and again after uploading its queue. The two
+    answers can arrive in either order: here the first is made to read the count before the upload and
+    to arrive last, and the page must keep the newer count."""
+    gala = make_gala(door_server, guests=["Amira Haddad", "Jonas Berg"])
+    page = await context.new_page()
+    await sign_in(page, gala, gate="South")
+    await wedge_scan(page, gala.tickets[0]["code"])
+    await expect_answer(page, 1, "admitted")
+    await expect(page.locator("#count-admitted")).to_have_attribute("data-server", "1")
+    await context.set_offline(True)
+    await expect(page.locator("#net")).to_have_attribute("data-state", "offline")
+    await wedge_scan(page, gala.tickets[1]["code"])
+    await expect_answer(page, 2, "admitted", offline=True)
+
+    stale_read = asyncio.Event()
+    stale_answered: asyncio.Future[Request] = asyncio.get_running_loop().create_future()
+    stats_requests = 0
+
+    async def on_stats(route: Route) -> None:
+        nonlocal stats_requests
+        stats_requests += 1
+        if stats_requests > 1:
+            await route.continue_()
+            return
+        response = await route.fetch()  # read now, before the upload below is let through
+        assert (await response.json())["admitted"] == 1
+        stale_read.set()
+        # Answer only once the page shows the count read after the upload.
+        await page.locator('#count-admitted[data-server="2"]').wait_for()
+        await route.fulfill(response=response)
+        stale_answered.set_result(route.request)
+
+    async def on_upload(route: Route) -> None:
+        await stale_read.wait()
+        await route.continue_()
+
+    await page.route("**/checkin-stats", on_stats)
+    await page.route("**/v1/scans/batch", on_upload)
+    finished: list[Request] = []
+    page.on("requestfinished", lambda r: finished.append(r))
+    await context.set_offline(False)
+
+    request = await asyncio.wait_for(stale_answered, 30)
+    for _ in range(300):  # until the page has the stale answer's body
+        if request in finished:
+            break
+        await asyncio.sleep(0.05)
+    assert request in finished
+    await page.evaluate("() => new Promise((resolve) => setTimeout(resolve, 100))")  # and its code ran
+    assert await page.locator("#count-admitted").get_attribute("data-server") == "2"
+    await expect(page.locator("#count-admitted")).to_have_text("2")
+    assert stats_requests >= 2
+    assert server_stats(door_server, gala)["admitted"] == 2
 
 
 async def test_offline_refuses_forged_and_foreign_codes(context: BrowserContext, door_server: Server) -> None:

@@ -78,6 +78,8 @@
     publicKey: null,
     publicKeyB64: null,
     stats: null,
+    statsAsked: 0, // refreshStats requests sent, and the number of the one whose answer is shown
+    statsShown: 0,
     lastAdmission: null,
     flushing: false,
     syncing: null,
@@ -594,12 +596,17 @@
 
   // ---------------------------------------------------------------------------------------------
   // Check-in count
+  // Requests for the count can overlap (coming back online asks for it at once and again after the
+  // upload): the answer to the latest request wins, and an older one that arrives after it (read before
+  // the upload) is dropped instead of putting the count back.
   async function refreshStats() {
     if (!state.galaId || !state.apiKey || !navigator.onLine) return;
     const galaId = state.galaId;
+    const asked = ++state.statsAsked;
     try {
       const stats = await api("GET", `/v1/galas/${encodeURIComponent(galaId)}/checkin-stats`);
-      if (galaId !== state.galaId) return;
+      if (galaId !== state.galaId || asked < state.statsShown) return;
+      state.statsShown = asked;
       state.stats = stats;
       store.set(KEYS.stats(galaId), stats);
     } catch (_) {

@@ -115,9 +115,10 @@ def parse(code: str) -> tuple[CodePayload, bytes, bytes]:
 def verify(public_key: bytes, body: bytes, signature: bytes) -> bool:
     """Whether `signature` is the gala's Ed25519 signature of `body` (`public_key`: its 32 raw bytes).
 
-    Verified by libsodium, which takes half the CPU of OpenSSL's Ed25519 here (95 µs against 180 on the
-    benchmark machine): this is on the door's every scan. Signing stays with `cryptography`; the tests
-    check the codes with it too, so two implementations agree on every signature."""
+    Verified by libsodium, which takes about half the CPU of OpenSSL's Ed25519 (`bench/verify.py`: a
+    median of 93 µs against 163 on the benchmark machine): this is on the door's every scan. Signing
+    stays with `cryptography`; the tests check the codes with it too, so two implementations agree on
+    every signature."""
     try:
         crypto_sign_open(signature + body, public_key)
     except BadSignatureError:

@@ -61,10 +61,6 @@ def public_key(keys: KeyRing, gala_id: str) -> bytes:
     return signing_key(keys, gala_id).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def public_key_b64(keys: KeyRing, gala_id: str) -> str:
-    return base64.b64encode(public_key(keys, gala_id)).decode()
-
-
 def _strip(prefix: str, value: str) -> bytes:
     if not value.startswith(prefix) or len(value) != len(prefix) + _ID_LEN:
         raise ValueError(f"not a {prefix} id of the expected length: {value}")

@@ -33,8 +33,8 @@ def main(runs: int, per_run: int) -> None:
     def openssl() -> None:
         openssl_key.verify(signature, body)  # raises InvalidSignature when it does not verify
 
-    timings: dict[str, list[float]] = {"libsodium (codes.verify)": [], "OpenSSL (cryptography)": []}
     checks: dict[str, Callable[[], None]] = {"libsodium (codes.verify)": libsodium, "OpenSSL (cryptography)": openssl}
+    timings: dict[str, list[float]] = {name: [] for name in checks}
     for _ in range(runs):
         for name, check in checks.items():
             start = time.perf_counter()
